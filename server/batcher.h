@@ -43,9 +43,13 @@ namespace eqsim {
 enum class Priority { kHigh = 0, kLow = 1 };
 
 // Set by the transport when the caller goes away; checked by the batcher before compute.
+// A token with a parent is also cancelled when the parent is (a request inside a job).
 struct CancelToken {
   std::atomic<bool> cancelled{false};
-  bool IsCancelled() const { return cancelled.load(std::memory_order_relaxed); }
+  std::shared_ptr<const CancelToken> parent;
+  bool IsCancelled() const {
+    return cancelled.load(std::memory_order_relaxed) || (parent && parent->IsCancelled());
+  }
   void Cancel() { cancelled.store(true, std::memory_order_relaxed); }
 };
 
