@@ -60,8 +60,10 @@ function invocationsOf(c) {
   if (argv.length === 0) return [];
   const out = [];
   const base = path.basename(argv[0]);
+  const subcommand = (bin, words) => (bin === 'eqsim' ? words.find((w) => !w.startsWith('-')) : undefined);
   if (BINARIES.includes(base)) {
-    out.push({ bin: base, flags: argv.slice(1).filter((a) => a.startsWith('--')).map(flagName) });
+    out.push({ bin: base, sub: subcommand(base, argv.slice(1)),
+      flags: argv.slice(1).filter((a) => a.startsWith('--')).map(flagName) });
   } else if (['sh', 'bash'].includes(base)) {
     const i = argv.indexOf('-c');
     const script = i >= 0 ? argv[i + 1] || '' : '';
@@ -69,7 +71,7 @@ function invocationsOf(c) {
       const m = line.match(/^\s*(?:exec\s+)?(eqsim(?:-server|-train|-eval)?)\s(.*)$/);
       if (!m) continue;
       const flags = [...m[2].matchAll(/(?:^|\s)--([A-Za-z0-9_-]+)/g)].map((x) => x[1]);
-      out.push({ bin: m[1], flags, script: true });
+      out.push({ bin: m[1], sub: subcommand(m[1], m[2].trim().split(/\s+/)), flags, script: true });
     }
   }
   return out;
@@ -185,11 +187,42 @@ function checkPodSecurity(err, obj, spec) {
   }
 }
 
+let shellcheck;
+function hasShellcheck() {
+  if (shellcheck === undefined) {
+    try {
+      execFileSync('shellcheck', ['--version'], { stdio: 'ignore' });
+      shellcheck = true;
+    } catch (e) {
+      shellcheck = false;
+    }
+  }
+  return shellcheck;
+}
+
+// shellcheck on `sh -c` scripts of containers (Kubernetes $(VAR) references are expanded by the
+// kubelet before the shell runs, so they are replaced by a placeholder first).
+function checkScripts(err, obj, c) {
+  const argv = argvOf(c);
+  const i = argv.indexOf('-c');
+  if (i < 0 || !['sh', 'bash'].includes(path.basename(argv[0])) || !hasShellcheck()) return;
+  const dialect = path.basename(argv[0]);
+  const script = `#!/bin/${dialect}\n` + String(argv[i + 1] || '').replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, 'K8S_$1');
+  try {
+    execFileSync('shellcheck', ['-s', dialect, '-f', 'gcc', '-'], { input: script, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e) {
+    for (const line of String(e.stdout || '').split('\n').filter(Boolean)) {
+      err(obj, `container '${c.name}': script: shellcheck ${line.replace(/^-:/, 'line ')}`);
+    }
+  }
+}
+
 function checkContainers(err, obj, spec) {
   const volumes = new Set((spec.volumes || []).map((v) => v.name));
   const used = new Set();
   for (const c of allContainers(spec)) {
     const where = `container '${c.name}'`;
+    checkScripts(err, obj, c);
     const image = c.image || '';
     const tagless = !image.includes('@') && !/:[^/]+$/.test(image);
     if (!image || tagless || /:latest$/.test(image)) err(obj, `${where}: image '${image}' must carry a fixed tag or digest`);
@@ -406,24 +439,30 @@ function checkUnique(err, render) {
 
 // ---- flags against the built binaries ----
 
+// The flags a program accepts, from its help: `--helpfull` (absl) for the servers and trainers,
+// `eqsim <subcommand> --help` for the CLI, whose subcommands accept only their own flags (with
+// --a-b and --a_b the same flag). null when the program is not built or prints no flags.
 const helpCache = {};
-function knownFlags(binDir, bin) {
+function knownFlags(binDir, bin, sub) {
   const file = path.join(binDir, bin);
-  if (!(file in helpCache)) {
+  const key = `${file} ${sub || ''}`;
+  if (!(key in helpCache)) {
     if (!fs.existsSync(file)) {
-      helpCache[file] = null;
+      helpCache[key] = null;
     } else {
+      const argv = bin === 'eqsim' ? [sub || 'help', '--help'] : ['--helpfull'];
       let out = '';
       try {
-        out = execFileSync(file, ['--helpfull'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
+        out = execFileSync(file, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
       } catch (e) {
         out = `${e.stdout || ''}${e.stderr || ''}`;  // absl exits 1 after printing help
       }
-      const names = new Set([...out.matchAll(/^\s+--([A-Za-z0-9_]+)\s/gm)].map((m) => m[1]));
-      helpCache[file] = names.size ? names : null;
+      const names = new Set([...out.matchAll(/^\s+--([A-Za-z0-9_-]+)[=\s]/gm)]
+        .map((m) => (bin === 'eqsim' ? m[1].replace(/-/g, '_') : m[1])));
+      helpCache[key] = names.size ? names : null;
     }
   }
-  return helpCache[file];
+  return helpCache[key];
 }
 
 function checkFlags(err, renders, opts) {
@@ -435,22 +474,23 @@ function checkFlags(err, renders, opts) {
       if (!spec) continue;
       for (const c of allContainers(spec)) {
         for (const inv of invocationsOf(c)) {
-          const known = knownFlags(opts.binDir, inv.bin);
+          const known = knownFlags(opts.binDir, inv.bin, inv.sub);
+          const label = inv.sub ? `${inv.bin} ${inv.sub}` : inv.bin;
           if (!known) {
-            skipped.add(inv.bin);
+            skipped.add(label);
             continue;
           }
-          let names = inv.flags;
+          let names = inv.bin === 'eqsim' ? inv.flags.map((f) => f.replace(/-/g, '_')) : inv.flags;
           if (inv.bin === 'eqsim-server') names = serverFlags(r, spec, c).list.map((x) => x.name);
           for (const n of names) {
-            if (!known.has(n)) err(o, `container '${c.name}': ${inv.bin} has no flag --${n} (${path.join(opts.binDir, inv.bin)} --helpfull)`, r.name);
+            if (!known.has(n)) err(o, `container '${c.name}': ${label} has no flag --${n} (see its --help in ${opts.binDir})`, r.name);
           }
         }
       }
     }
   }
   if (opts.log) {
-    for (const b of skipped) opts.log(`note: ${b} is not built in ${opts.binDir}: its flags were not checked`);
+    for (const b of skipped) opts.log(`note: ${b} is not built in ${opts.binDir} (or prints no flags): its flags were not checked`);
   }
 }
 

@@ -239,6 +239,10 @@ const MUTATIONS = [
   ['claim of a PVC nobody creates', 'PersistentVolumeClaim', (rs) => {
     findObj(rs, 'jobs/train', 'Job').spec.template.spec.volumes[0].persistentVolumeClaim.claimName = 'eqsim-model';
   }],
+  ['a shell bug in a Job script', 'shellcheck', (rs) => {
+    const c = findObj(rs, 'jobs/eval-sharded', 'Job').spec.template.spec.containers[0];
+    c.command[2] = c.command[2].replace('mkdir -p "$out"', 'mkdir -p "$out');
+  }],
   ['a server flag the probes don\'t follow', 'port', (rs) => {
     const cm = findObj(rs, 'overlays/cpu', 'ConfigMap');
     cm.data['overlay.flags'] += '--port=8600\n';
