@@ -326,21 +326,25 @@ class Checker:
 
         ep = final.all("ENTRYPOINT")
         cmd = final.all("CMD")
-        if not ep or ep[-1].json_args() is None:
+        ep_args = ep[-1].json_args() if ep else None
+        if not ep_args:
             self.err(rel, "ENTRYPOINT must be exec form (JSON): SIGTERM must reach eqsim-server (DL3025)")
-        elif ep[-1].json_args()[0] != "eqsim-server":
+            ep_args = []
+        elif ep_args[0] != "eqsim-server":
             self.err(at(ep[-1].line), "ENTRYPOINT must run eqsim-server")
         cmd_args = cmd[-1].json_args() if cmd else []
         if cmd and cmd_args is None:
             self.err(at(cmd[-1].line), "CMD must be exec form (JSON) (DL3025)")
             cmd_args = []
+        cmd_args = ep_args[1:] + cmd_args  # what the server gets by default
+        where = at((cmd or ep)[-1].line) if (cmd or ep) else rel
         cmd_flags = dict(a[2:].split("=", 1) for a in cmd_args if a.startswith("--") and "=" in a)
         for flag, vol in (("model_repository", "/models"), ("data_root", "/data"), ("state_dir", "/state")):
             if cmd_flags.get(flag) != vol:
-                self.err(at(cmd[-1].line) if cmd else rel, "CMD must pass --%s=%s" % (flag, vol))
+                self.err(where, "ENTRYPOINT/CMD must pass --%s=%s (the VOLUME)" % (flag, vol))
         for flag in ("port", "metrics_port"):
             if flag in cmd_flags and int(cmd_flags[flag]) not in exposed:
-                self.err(at(cmd[-1].line), "CMD --%s=%s is not an EXPOSEd port" % (flag, cmd_flags[flag]))
+                self.err(where, "--%s=%s is not an EXPOSEd port" % (flag, cmd_flags[flag]))
         grpc_port = int(cmd_flags.get("port", ports["port"]))
 
         hc = final.all("HEALTHCHECK")
@@ -402,7 +406,7 @@ class Checker:
             self.err(DOCKERFILES[1], "installs %s, docker/Dockerfile installs %s: keep them equal"
                      % (sorted(b["installed"]), sorted(a["installed"])))
         if a and b and a["cmd"] != b["cmd"]:
-            self.err(DOCKERFILES[1], "CMD differs from docker/Dockerfile's")
+            self.err(DOCKERFILES[1], "ENTRYPOINT/CMD differ from docker/Dockerfile's")
 
     def check_binaries(self, info):
         if not info or not self.bin_dir:
@@ -414,7 +418,7 @@ class Checker:
             for a in info["cmd"]:
                 name = a[2:].split("=")[0]
                 if known and name not in known:
-                    self.err(DOCKERFILES[0], "CMD passes --%s, which eqsim-server does not define" % name)
+                    self.err(DOCKERFILES[0], "ENTRYPOINT/CMD pass --%s, which eqsim-server does not define" % name)
         else:
             self.notes.append("eqsim-server not built: CMD flags not checked")
         h = info["health"]
@@ -485,7 +489,8 @@ MUTATIONS = [
     ("no USER", "USER 10001:10001\n", "", "sets no USER"),
     ("wrong EXPOSE", "EXPOSE 8500 8502", "EXPOSE 8500 9090", "EXPOSE"),
     ("no HEALTHCHECK", "HEALTHCHECK", "# HEALTHCHECK", "no HEALTHCHECK"),
-    ("shell-form ENTRYPOINT", 'ENTRYPOINT ["eqsim-server"]', "ENTRYPOINT eqsim-server", "exec form"),
+    ("shell-form ENTRYPOINT", 'ENTRYPOINT ["eqsim-server", ', "ENTRYPOINT eqsim-server [", "exec form"),
+    ("state not on the volume", '"--state_dir=/state"', '"--state_dir=/var/lib/eqsim"', "--state_dir=/state"),
     ("unknown install-deps option", "--runtime-only", "--runtime", "--runtime-only"),
     ("program that is no target", "eqsim-train eqsim-eval", "eqsim-train eqsim-evaluate", "add_executable"),
     ("unpinned base", "ARG DEBIAN_IMAGE=debian:12", "ARG DEBIAN_IMAGE=debian:latest", "latest"),

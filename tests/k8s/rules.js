@@ -9,7 +9,7 @@ const WORKLOADS = new Set(['Deployment', 'StatefulSet', 'DaemonSet', 'Job', 'Rep
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding',
   'PersistentVolume', 'StorageClass', 'CustomResourceDefinition', 'PriorityClass']);
 // The defaults of eqsim-server's flags that the manifests depend on (server/ main).
-const SERVER_DEFAULTS = { port: '8500', metrics_port: '8502', drain_timeout_s: '30' };
+const SERVER_DEFAULTS = { port: '8500', metrics_port: '8502', drain_timeout_s: '30', batch_threads: '2' };
 const BINARIES = ['eqsim-server', 'eqsim-train', 'eqsim-eval', 'eqsim'];
 
 function id(obj) {
@@ -311,10 +311,12 @@ function checkServer(err, obj, spec, render, isGpuRender) {
     if (!m) err(obj, `container '${c.name}': --${name}=${v} is on no mounted volume`);
     else if (writable && m.readOnly) err(obj, `container '${c.name}': --${name}=${v} is on read-only mount ${m.mountPath}`);
   }
+  // Encoder CPU threads: --batch_threads batches in parallel, --threads LibTorch threads each.
   const threads = Number(sf.flags.get('threads') || 0);
+  const batches = Number(sf.flags.has('batch_threads') ? sf.flags.get('batch_threads') : SERVER_DEFAULTS.batch_threads);
   const cpuLimit = c.resources && c.resources.limits && c.resources.limits.cpu;
-  if (threads && cpuLimit && /^\d+$/.test(String(cpuLimit)) && threads > Number(cpuLimit)) {
-    err(obj, `--threads ${threads} exceeds the CPU limit ${cpuLimit}: the threads would be throttled`);
+  if (threads && cpuLimit && /^\d+$/.test(String(cpuLimit)) && threads * batches > Number(cpuLimit)) {
+    err(obj, `--batch_threads ${batches} x --threads ${threads} exceeds the CPU limit ${cpuLimit}: the threads would be throttled`);
   }
   const gpus = Number(((c.resources || {}).limits || {})['nvidia.com/gpu'] || 0);
   const tolerates = (spec.tolerations || []).some((t) => t.key === 'nvidia.com/gpu');
