@@ -429,6 +429,35 @@ function checkMonitors(err, render) {
   }
 }
 
+// PrometheusRule groups are a Prometheus rules file: promtool parses every expression.
+let promtool;
+function checkPrometheusRules(err, render, opts) {
+  for (const pr of render.objects.filter((o) => o.kind === 'PrometheusRule')) {
+    if (promtool === undefined) {
+      try {
+        execFileSync('promtool', ['--version'], { stdio: 'ignore' });
+        promtool = true;
+      } catch (e) {
+        promtool = false;
+        if (opts.log) opts.log('note: promtool not installed: PrometheusRule expressions not checked');
+      }
+    }
+    if (!promtool) return;
+    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'eqsim-rules-'));
+    const file = path.join(dir, 'rules.json');
+    try {
+      fs.writeFileSync(file, JSON.stringify({ groups: pr.spec.groups || [] }));
+      execFileSync('promtool', ['check', 'rules', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      const out = `${e.stdout || ''}${e.stderr || ''}`.split('\n')
+        .filter((l) => l.trim() && !/^Checking|^SUCCESS/.test(l)).join(' | ');
+      err(pr, `promtool check rules: ${out || e.message}`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
 function checkUnique(err, render) {
   const seen = new Set();
   for (const o of render.objects) {
@@ -516,6 +545,7 @@ function check(renders, opts = {}) {
     checkServices(err, render, servers);
     checkAutoscaling(err, render);
     checkMonitors(err, render);
+    checkPrometheusRules(err, render, opts);
   }
   checkFlags((obj, msg, name) => errors.push(`${name}: ${id(obj)}: ${msg}`), renders, opts);
   return errors;

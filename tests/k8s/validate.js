@@ -239,6 +239,9 @@ const MUTATIONS = [
   ['claim of a PVC nobody creates', 'PersistentVolumeClaim', (rs) => {
     findObj(rs, 'jobs/train', 'Job').spec.template.spec.volumes[0].persistentVolumeClaim.claimName = 'eqsim-model';
   }],
+  ['a broken alert expression', 'promtool check rules', (rs) => {
+    findObj(rs, 'overlays/cpu', 'PrometheusRule').spec.groups[0].rules[1].expr = 'sum by (method (rate(eqsim_requests_total[5m]))';
+  }],
   ['a shell bug in a Job script', 'shellcheck', (rs) => {
     const c = findObj(rs, 'jobs/eval-sharded', 'Job').spec.template.spec.containers[0];
     c.command[2] = c.command[2].replace('mkdir -p "$out"', 'mkdir -p "$out');
