@@ -48,6 +48,12 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes);
 //   "image could not be decoded (PNG 64x64, 1200 bytes): corrupt or truncated data"
 absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits& limits = {});
 
+// PIL's Image.resize((out_w, out_h), Image.BICUBIC) for RGB CV_8UC3, reproduced with PIL's
+// algorithm (separable a = -0.5 cubic, support widened by the reduction factor, horizontal pass
+// then vertical, 8-bit fixed-point with 22 fraction bits), which is what CLIP's torchvision
+// Resize runs. OpenCV's INTER_CUBIC differs (a = -0.75, no antialiasing).
+cv::Mat PilBicubicResize(const cv::Mat& rgb8, int out_w, int out_h);
+
 // Lossless PNG of an RGB CV_8UC3 image (channels are swapped to OpenCV's BGR internally).
 // Returns "" only if OpenCV fails to encode (not expected for CV_8UC3).
 std::string EncodePng(const cv::Mat& rgb8);

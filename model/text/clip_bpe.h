@@ -4,12 +4,19 @@
 // bpe_simple_vocab_16e6.txt.gz (lines 1 .. 49152-256-2 after the version line), then
 // <|startoftext|> = 49406 and <|endoftext|> = 49407: 49408 ids.
 //
-// Text cleaning differs from the original in one documented way: ftfy.fix_text (mojibake
-// repair) is not available, so text is taken as already-correct UTF-8. Otherwise: HTML
-// entities are unescaped twice (all numeric entities and the common named ones: amp lt gt quot
-// apos nbsp and ~100 Latin-1 / typographic names), whitespace runs collapse to one space, the
-// ends are stripped, the text is lower-cased (ASCII, Latin-1, Latin Extended-A, Greek and
-// Cyrillic; other scripts are left as they are).
+// Text cleaning. The original runs ftfy.fix_text, then html.unescape twice, strip, collapse
+// whitespace, lower(). ftfy is not available; we reproduce the parts of its default pipeline
+// that matter for captions and skip the rest:
+//   done:    HTML unescape when the text holds no '<' (ftfy's unescape_html="auto"), removal of
+//            control characters (C0 except \t\n\r\f, DEL, U+206A-206F, BOM, U+FFF9-FFFC),
+//            Latin ligatures (U+FB00-FB06, IJ/DZ/LJ/NJ digraphs), fullwidth ASCII and U+3000 to
+//            ASCII, curly quotes to ' and ".
+//   skipped: mojibake repair (fix_encoding), C1-as-cp1252, halfwidth katakana, NFC
+//            normalisation (decomposed accents stay decomposed).
+// Then, as the original: HTML entities unescaped twice (all numeric references with Python's
+// rules, the named entities that matter: Latin-1, typographic, Greek letters, arrows, maths,
+// and the legacy no-semicolon forms), whitespace runs to one space, strip, PyLower
+// (model/text/unicode.h).
 //
 // Pre-tokenisation follows CLIP's regex
 //   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
@@ -30,6 +37,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "model/text/tokenizer.h"
+#include "model/text/unicode.h"
 
 namespace eqsim {
 
@@ -38,14 +46,13 @@ inline constexpr int64_t kClipSot = 49406;
 inline constexpr int64_t kClipEot = 49407;
 inline constexpr int kClipContextLength = 77;
 
-// Text cleaning steps, exposed for tests and other tokenizers.
-std::string HtmlUnescape(std::string_view text);        // one pass
-std::string CollapseWhitespace(std::string_view text);  // runs -> ' ', stripped
-std::string ClipLowercase(std::string_view utf8);       // see file comment for coverage
-bool IsUnicodeLetter(char32_t cp);
-bool IsUnicodeNumber(char32_t cp);
-bool IsUnicodeSpace(char32_t cp);
-// The pieces CLIP's regex would find in already-cleaned text (tests and debugging).
+// Text cleaning steps on code points, exposed for tests and other tokenizers.
+std::u32string HtmlUnescape(const std::u32string& text);  // one pass of Python's html.unescape
+std::u32string FtfyLite(const std::u32string& text);      // see the file comment
+// The whole cleaning of CLIP's encode(): FtfyLite, unescape x2, whitespace collapse, strip,
+// lower. Returns UTF-8; InvalidArgument on invalid UTF-8.
+absl::StatusOr<std::string> ClipCleanText(std::string_view text);
+// The pieces CLIP's regex finds in cleaned UTF-8 text.
 std::vector<std::string> ClipPreTokenize(std::string_view cleaned);
 
 class ClipBpeTokenizer : public Tokenizer {
@@ -54,8 +61,12 @@ class ClipBpeTokenizer : public Tokenizer {
   static absl::StatusOr<std::unique_ptr<ClipBpeTokenizer>> Load(
       const std::string& merges_path, int context_length = kClipContextLength);
 
+  // ValidateText, then EncodeAllowEmpty.
   absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const override;
-  // The ids without SOT / EOT / padding or truncation (validates the text).
+  // Exactly open_clip's tokenize(): SOT + ids + EOT, cut to context_length keeping EOT last,
+  // zero padded; empty / whitespace-only text gives [SOT, EOT, 0...]. Checks UTF-8 only.
+  absl::StatusOr<std::vector<int64_t>> EncodeAllowEmpty(std::string_view text) const;
+  // The ids without SOT / EOT / padding or truncation (simple_tokenizer.encode). UTF-8 only.
   absl::StatusOr<std::vector<int64_t>> EncodeRaw(std::string_view text) const;
   // ids -> text, as simple_tokenizer.decode (SOT/EOT/0 padding dropped).
   std::string Decode(const std::vector<int64_t>& ids) const;
@@ -75,9 +86,9 @@ class ClipBpeTokenizer : public Tokenizer {
 
   int context_length_ = kClipContextLength;
   std::vector<std::string> byte_encoder_;  // byte -> UTF-8 of its printable stand-in
+  std::vector<int> byte_decoder_;          // stand-in code point -> byte (-1: none)
   absl::flat_hash_map<std::string, int64_t> encoder_;
   std::vector<std::string> decoder_;       // id -> token string
-  absl::flat_hash_map<std::string, int64_t> decoder_bytes_;  // stand-in char -> byte
   absl::flat_hash_map<std::string, int> bpe_ranks_;  // "first second" -> rank
   mutable absl::Mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int64_t>> cache_ ABSL_GUARDED_BY(cache_mu_);

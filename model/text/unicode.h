@@ -1,0 +1,26 @@
+// Small, table-driven Unicode helpers for the tokenizers (no ICU on purpose: the dependency
+// set is fixed). Coverage, not completeness: see each function.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace eqsim {
+
+// \p{L} (categories Lu Ll Lt Lm Lo) and \p{N} (Nd Nl No) over all of Unicode, from tables
+// generated from Python's unicodedata (model/text/gen_unicode_tables.py; Unicode 14.0). The
+// `regex` module CLIP uses may follow a newer Unicode version: code points assigned since
+// then are classified as neither.
+bool IsUnicodeLetter(char32_t cp);
+bool IsUnicodeNumber(char32_t cp);
+// \s of the `regex` module: the Unicode White_Space property.
+bool IsUnicodeSpace(char32_t cp);
+// Python's str.isspace(): White_Space plus U+001C..U+001F.
+bool IsPythonSpace(char32_t cp);
+
+// Python's str.lower(): every single-code-point lower-case mapping of Unicode 14 (generated
+// table), U+0130 -> "i\u0307", and the final-sigma rule (Σ -> ς after a letter and not
+// before one; Python's exact rule also skips case-ignorable marks).
+std::u32string PyLower(const std::u32string& s);
+
+}  // namespace eqsim
