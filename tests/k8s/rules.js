@@ -447,11 +447,23 @@ function checkPrometheusRules(err, render, opts) {
     const file = path.join(dir, 'rules.json');
     try {
       fs.writeFileSync(file, JSON.stringify({ groups: pr.spec.groups || [] }));
-      execFileSync('promtool', ['check', 'rules', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (e) {
-      const out = `${e.stdout || ''}${e.stderr || ''}`.split('\n')
-        .filter((l) => l.trim() && !/^Checking|^SUCCESS/.test(l)).join(' | ');
-      err(pr, `promtool check rules: ${out || e.message}`);
+      const steps = [['check', 'rules', file]];
+      // Unit tests of the alerts (tests/k8s/alerts_test.yaml reads rules.json beside it).
+      const tests = path.join(__dirname, 'alerts_test.yaml');
+      if (fs.existsSync(tests) && pr.metadata.name === 'eqsim-server') {
+        fs.copyFileSync(tests, path.join(dir, 'alerts_test.yaml'));
+        steps.push(['test', 'rules', path.join(dir, 'alerts_test.yaml')]);
+      }
+      for (const argv of steps) {
+        try {
+          execFileSync('promtool', argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        } catch (e) {
+          const out = `${e.stdout || ''}${e.stderr || ''}`.split('\n').map((l) => l.trim())
+            .filter((l) => l && !/^(Checking|SUCCESS|Unit Testing)/.test(l)).join(' | ');
+          err(pr, `promtool ${argv[0]} rules: ${out || e.message}`);
+          break;
+        }
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

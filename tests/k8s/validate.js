@@ -242,6 +242,10 @@ const MUTATIONS = [
   ['a broken alert expression', 'promtool check rules', (rs) => {
     findObj(rs, 'overlays/cpu', 'PrometheusRule').spec.groups[0].rules[1].expr = 'sum by (method (rate(eqsim_requests_total[5m]))';
   }],
+  ['an alert that no longer fires when it should', 'promtool test rules', (rs) => {
+    const r = findObj(rs, 'overlays/gpu', 'PrometheusRule').spec.groups[0].rules[1];
+    r.expr = r.expr.replace('> 0.05', '> 0.5');
+  }],
   ['a shell bug in a Job script', 'shellcheck', (rs) => {
     const c = findObj(rs, 'jobs/eval-sharded', 'Job').spec.template.spec.containers[0];
     c.command[2] = c.command[2].replace('mkdir -p "$out"', 'mkdir -p "$out');
