@@ -48,8 +48,9 @@ struct EqSimTerms {
 // from softmax(S[a]) (image a -> captions), both with entry a zeroed, computed from the raw S
 // (before pre-softmax), like the release. sample_num is clamped to B - 1. Entries that
 // underflow to 0 are lifted to a tiny positive value so that multinomial can always draw.
-// `gen` may be null (torch's default generator). sample_num = -1: every j != a, once.
-// Returns int64 [P, 2] rows (a, j).
+// `gen` may be null (torch's default generator). sample_num = -1: every unordered pair once,
+// rows (a, j) with a < j (every term is symmetric in a <-> j, so this equals using both
+// orders, as the release's full-batch path does). Returns int64 [P, 2] rows (a, j), on CPU.
 torch::Tensor SampleEqSimPartners(const torch::Tensor& S, int sample_num,
                                   torch::Generator* gen);
 
