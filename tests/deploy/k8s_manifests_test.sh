@@ -30,8 +30,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-echo "yamllint --strict deploy/" >&2
-yamllint --strict -c "$src/.yamllint" "$src/deploy"
+echo "yamllint --strict deploy/ tests/k8s/alerts_test.yaml" >&2
+yamllint --strict -c "$src/.yamllint" "$src/deploy" "$k8s/alerts_test.yaml"
 
 args=(--deploy-dir "$src/deploy" --self-test)
 if [ -n "$bin_dir" ]; then args+=(--bin-dir "$bin_dir"); fi

@@ -433,16 +433,10 @@ function checkMonitors(err, render) {
 let promtool;
 function checkPrometheusRules(err, render, opts) {
   for (const pr of render.objects.filter((o) => o.kind === 'PrometheusRule')) {
-    if (promtool === undefined) {
-      try {
-        execFileSync('promtool', ['--version'], { stdio: 'ignore' });
-        promtool = true;
-      } catch (e) {
-        promtool = false;
-        if (opts.log) opts.log('note: promtool not installed: PrometheusRule expressions not checked');
-      }
+    if (!promtoolAvailable()) {
+      if (opts.log) opts.log('note: promtool not installed: PrometheusRule expressions not checked');
+      return;
     }
-    if (!promtool) return;
     const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'eqsim-rules-'));
     const file = path.join(dir, 'rules.json');
     try {
@@ -468,6 +462,82 @@ function checkPrometheusRules(err, render, opts) {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
+}
+
+// deploy/prometheus-adapter/values.yaml must produce every Pods/Object metric an HPA uses, and
+// its queries must parse once the adapter's templates are filled in.
+function checkAdapter(errors, renders, opts) {
+  if (!opts.adapterRules) return;
+  const { file, values } = opts.adapterRules;
+  const rules = ((values || {}).rules || {}).custom || [];
+  const produced = [];
+  const queries = [];
+  rules.forEach((r, i) => {
+    const where = `${file}: rules.custom[${i}]`;
+    const series = String(r.seriesQuery || '').match(/^\s*([A-Za-z_:][A-Za-z0-9_:]*)/);
+    if (!series) {
+      errors.push(`${where}: seriesQuery names no metric`);
+      return;
+    }
+    const ov = (r.resources || {}).overrides || {};
+    for (const label of ['namespace', 'pod']) {
+      if (!ov[label] || ov[label].resource !== label) errors.push(`${where}: resources.overrides must map label '${label}' to resource '${label}' for a Pods metric`);
+    }
+    const name = r.name || {};
+    let as = series[1];
+    if (name.matches) {
+      const m = series[1].match(new RegExp(name.matches));
+      if (!m) errors.push(`${where}: name.matches '${name.matches}' does not match series '${series[1]}'`);
+      else if (name.as) as = series[1].replace(new RegExp(name.matches), name.as.replace(/\$\{?(\d)\}?/g, '$$$1'));
+    }
+    produced.push(as);
+    if (!r.metricsQuery) errors.push(`${where}: no metricsQuery`);
+    else {
+      queries.push({ where, expr: r.metricsQuery.replace(/<<\.Series>>/g, series[1])
+        .replace(/<<\.LabelMatchers>>/g, 'namespace="eqsim",pod=~"eqsim-server-.*"')
+        .replace(/<<\.GroupBy>>/g, 'pod') });
+    }
+  });
+  for (const r of renders) {
+    for (const h of r.objects.filter((o) => o.kind === 'HorizontalPodAutoscaler')) {
+      (h.spec.metrics || []).forEach((m, i) => {
+        const metric = (m.pods || m.object || {}).metric;
+        if (metric && !produced.includes(metric.name)) {
+          errors.push(`${r.name}: ${id(h)}: spec.metrics[${i}] uses custom metric '${metric.name}', which no rule of ${file} produces`);
+        }
+      });
+    }
+  }
+  if (queries.length && promtoolAvailable()) {
+    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'eqsim-adapter-'));
+    try {
+      queries.forEach((q, i) => {
+        const f = path.join(dir, `q${i}.json`);
+        fs.writeFileSync(f, JSON.stringify({ groups: [{ name: 'adapter', rules: [{ record: 'adapter:check', expr: q.expr }] }] }));
+        try {
+          execFileSync('promtool', ['check', 'rules', f], { stdio: ['ignore', 'pipe', 'pipe'] });
+        } catch (e) {
+          const out = `${e.stdout || ''}${e.stderr || ''}`.split('\n').map((l) => l.trim())
+            .filter((l) => l && !/^(Checking|SUCCESS)/.test(l)).join(' | ');
+          errors.push(`${q.where}: metricsQuery does not parse: ${out}`);
+        }
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function promtoolAvailable() {
+  if (promtool === undefined) {
+    try {
+      execFileSync('promtool', ['--version'], { stdio: 'ignore' });
+      promtool = true;
+    } catch (e) {
+      promtool = false;
+    }
+  }
+  return promtool;
 }
 
 function checkUnique(err, render) {
@@ -560,6 +630,7 @@ function check(renders, opts = {}) {
     checkPrometheusRules(err, render, opts);
   }
   checkFlags((obj, msg, name) => errors.push(`${name}: ${id(obj)}: ${msg}`), renders, opts);
+  checkAdapter(errors, renders, opts);
   return errors;
 }
 

@@ -246,6 +246,9 @@ const MUTATIONS = [
     const r = findObj(rs, 'overlays/gpu', 'PrometheusRule').spec.groups[0].rules[1];
     r.expr = r.expr.replace('> 0.05', '> 0.5');
   }],
+  ['an HPA metric the Prometheus adapter does not serve', 'which no rule of', (rs) => {
+    findObj(rs, 'overlays/cpu', 'HorizontalPodAutoscaler').spec.metrics[1].pods.metric.name = 'eqsim_queue_length';
+  }],
   ['a shell bug in a Job script', 'shellcheck', (rs) => {
     const c = findObj(rs, 'jobs/eval-sharded', 'Job').spec.template.spec.containers[0];
     c.command[2] = c.command[2].replace('mkdir -p "$out"', 'mkdir -p "$out');
@@ -301,7 +304,11 @@ function main() {
     process.stderr.write(`FAIL no kustomization.yaml under ${deployDir}\n`);
     return 1;
   }
-  const ruleOpts = { binDir: opts.binDir, log: (m) => process.stderr.write(m + '\n') };
+  const adapterFile = path.join(deployDir, 'prometheus-adapter', 'values.yaml');
+  const adapterRules = fs.existsSync(adapterFile)
+    ? { file: 'prometheus-adapter/values.yaml', values: yaml.load(fs.readFileSync(adapterFile, 'utf8')) }
+    : null;
+  const ruleOpts = { binDir: opts.binDir, adapterRules, log: (m) => process.stderr.write(m + '\n') };
   let total = 0;
   for (const r of renders) {
     total += r.objects.length;
@@ -314,7 +321,7 @@ function main() {
   let failures = [];
   if (opts.selfTest) {
     process.stderr.write(`self-test: ${MUTATIONS.length + 1} known mistakes must be reported\n`);
-    failures = selfTest(deployDir, renders, { binDir: null, log: () => {} });
+    failures = selfTest(deployDir, renders, { binDir: null, adapterRules, log: () => {} });
     for (const f of failures) process.stderr.write(`ERROR ${f}\n`);
   }
   const bad = errors.length + failures.length;
