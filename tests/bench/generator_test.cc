@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/bench/evaluator.h"
 #include "model/bench/readers.h"
 #include "model/data/fashion_mnist.h"
 #include "model/data/scene.h"
@@ -187,6 +189,68 @@ TEST_F(GeneratorTest, DeterministicFromTheSeed) {
   opts.seed = 12;
   ASSERT_TRUE(GenerateBenchmark(opts).ok());
   EXPECT_NE(ReadFile(other / "annotations/winoground.jsonl"), ReadFile(gen_->winoground_jsonl));
+}
+
+// A bag-of-words text encoder (sum of per-word axes) with an image encoder that sees the
+// pixels (mean colour per slot): it cannot tell location captions apart, so every location
+// sample is a text-side tie (wrong), while the other subsets' captions do differ.
+class BagOfWordsSource : public EmbeddingSource {
+ public:
+  static constexpr int kDim = 256;
+  absl::StatusOr<Matrix> EmbedImages(const std::vector<std::string>& items) override {
+    Matrix m(static_cast<int64_t>(items.size()), kDim);
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto rgb = DecodeImageRgb(items[i]);
+      if (!rgb.ok()) return rgb.status();
+      // Mean colour per slot, spread over all dimensions by a fixed random projection.
+      std::mt19937 rng(5);
+      std::uniform_real_distribution<float> u(-1.f, 1.f);
+      for (int slot = 0; slot < 4; ++slot) {
+        const cv::Scalar mean = cv::mean(Slot(*rgb, slot));
+        for (int c = 0; c < 3; ++c) {
+          for (int j = 0; j < kDim; ++j) m.row(i)[j] += static_cast<float>(mean[c] + 1) * u(rng);
+        }
+      }
+    }
+    return m;
+  }
+  absl::StatusOr<Matrix> EmbedTexts(const std::vector<std::string>& texts) override {
+    Matrix m(static_cast<int64_t>(texts.size()), kDim);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      for (const std::string& w : CaptionWordMultiset(texts[i])) {
+        m.row(i)[std::hash<std::string>()(w) % kDim] += 1.0f;
+      }
+      m.row(i)[0] += 1.0f;  // never an all-zero row
+    }
+    return m;
+  }
+};
+
+TEST_F(GeneratorTest, BagOfWordsModelCannotSeparateLocationPairs) {
+  auto wino = ReadBenchmark(BenchmarkFormat::kWinoground, gen_->winoground_jsonl,
+                            RootOpts(gen_->out_dir));
+  ASSERT_TRUE(wino.ok()) << wino.status();
+  BagOfWordsSource bow;
+  EvalOptions opts;
+  opts.keep_scores = true;
+  auto r = Evaluate(*wino, bow, opts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->subsets.size(), 4u);
+  const SubsetMetrics& loc = r->subsets[0];
+  ASSERT_EQ(loc.subset, "location");
+  EXPECT_EQ(loc.samples, kPerSubset);
+  EXPECT_EQ(loc.text_correct, 0);
+  EXPECT_EQ(loc.group_correct, 0);
+  for (int k = 0; k < kPerSubset; ++k) {
+    EXPECT_EQ(r->scores[k * 4 + 0], r->scores[k * 4 + 2]) << "s(c0,i0) == s(c1,i0), sample " << k;
+    EXPECT_EQ(r->scores[k * 4 + 1], r->scores[k * 4 + 3]) << "s(c0,i1) == s(c1,i1), sample " << k;
+  }
+  // Elsewhere the captions differ as bags of words: no such systematic tie.
+  int differing = 0;
+  for (int k = kPerSubset; k < 4 * kPerSubset; ++k) {
+    differing += r->scores[k * 4 + 0] != r->scores[k * 4 + 2];
+  }
+  EXPECT_EQ(differing, 3 * kPerSubset);
 }
 
 TEST(GeneratorOptionsTest, BadOptions) {
