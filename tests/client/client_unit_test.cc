@@ -118,7 +118,7 @@ TEST(SniffImageFormat, KnowsTheCommonFormats) {
 TEST(PlanChunks, SplitsByItemsAndBytesInOrder) {
   ChunkLimits limits;
   limits.max_items = 3;
-  limits.max_bytes = 100 + 3 * kPerItemOverheadBytes;
+  limits.max_bytes = 100 + 2 * kPerItemOverheadBytes;  // two payloads of <= 50 bytes
   // 10 small items: by count 3,3,3,1.
   auto c = PlanChunks(std::vector<int64_t>(10, 1), limits);
   ASSERT_TRUE(c.ok());
@@ -127,7 +127,7 @@ TEST(PlanChunks, SplitsByItemsAndBytesInOrder) {
   EXPECT_EQ((*c)[0].end, 3);
   EXPECT_EQ((*c)[3].begin, 9);
   EXPECT_EQ((*c)[3].end, 10);
-  // By bytes: 60 + 50 do not fit together; 50 + 40 do.
+  // By bytes: 60 + 50 do not fit together; 50 + 40 do; 10 + 100 do not.
   c = PlanChunks({60, 50, 40, 10, 100}, limits);
   ASSERT_TRUE(c.ok());
   std::vector<std::pair<int64_t, int64_t>> ranges;
