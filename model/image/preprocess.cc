@@ -90,6 +90,26 @@ absl::StatusOr<ImageHeader> JpegHeader(std::string_view b) {
   }
 }
 
+// True when a JPEG's end-of-image marker (FF D9) follows its first scan. Inside entropy-coded
+// data FF is always followed by 00 or a restart marker, so FF D9 there is the real end (an
+// EXIF thumbnail's own EOI comes before the main image's first scan and is skipped).
+bool JpegHasEoi(std::string_view b) {
+  size_t p = 2;
+  while (p + 4 <= b.size()) {
+    if (static_cast<unsigned char>(b[p]) != 0xFF) return false;
+    while (p < b.size() && static_cast<unsigned char>(b[p]) == 0xFF) ++p;
+    if (p >= b.size()) return false;
+    const unsigned m = static_cast<unsigned char>(b[p++]);
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+    if (m == 0xD9) return true;
+    if (p + 2 > b.size()) return false;
+    const size_t len = Be16(b, p);
+    if (m == 0xDA) return b.find("\xff\xd9", p + len) != std::string_view::npos;
+    p += len;
+  }
+  return false;
+}
+
 absl::StatusOr<ImageHeader> BmpHeader(std::string_view b) {
   if (b.size() < 18) return Truncated("BMP", b.size(), 18);
   const uint32_t dib = Le32(b, 14);
@@ -396,6 +416,10 @@ absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits
     return absl::InvalidArgumentError(absl::StrCat("image is ", h.width, "x", h.height, " = ",
                                                    pixels, " pixels, over the limit of ",
                                                    limits.max_pixels));
+  }
+  if (h.format == "JPEG" && !limits.allow_truncated_jpeg && !JpegHasEoi(bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image is truncated (JPEG, ", bytes.size(), " bytes, no end-of-image marker)"));
   }
   cv::Mat decoded;
   try {

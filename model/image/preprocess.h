@@ -8,6 +8,8 @@
 //     so transparent regions become 0 (what a model trained on black backgrounds expects).
 //   * 16-bit images are scaled to 8-bit (v * 255 / 65535, rounded).
 //   * Grayscale is replicated to 3 channels.
+//   * EXIF orientation is NOT applied (PIL's Image.open, which CLIP pipelines use, does not
+//     either), so embeddings match the Python reference for rotated phone photos.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,10 @@ namespace eqsim {
 struct ImageLimits {
   int64_t max_encoded_bytes = 32 << 20;  // encoded size, checked first
   int64_t max_pixels = 40'000'000;       // width * height from the header, checked before decode
+  // A JPEG without its end-of-image marker after the scan data was cut short (a partial
+  // upload): rejected unless this is set, in which case it decodes as far as the data goes
+  // (the rest grey), like PIL's LOAD_TRUNCATED_IMAGES.
+  bool allow_truncated_jpeg = false;
 };
 
 // The container format recognised from the first bytes ("PNG", "JPEG", "BMP", "WebP", "GIF",
@@ -46,6 +52,7 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes);
 //   "image is truncated (PNG, 20 bytes, header needs 33)"
 //   "image is 30000x30000 = 900000000 pixels, over the limit of 40000000"
 //   "image could not be decoded (PNG 64x64, 1200 bytes): corrupt or truncated data"
+//   "image is truncated (JPEG, 5000 bytes, no end-of-image marker)"
 absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits& limits = {});
 
 // PIL's Image.resize((out_w, out_h), Image.BICUBIC) for RGB CV_8UC3, reproduced with PIL's
@@ -78,7 +85,8 @@ class ImagePreprocessor {
   // DecodeImageRgb + FromRgb.
   absl::StatusOr<ImageTensor> FromEncoded(std::string_view bytes) const;
 
-  // RGB CV_8UC3 (any size >= 1x1) -> float [3, size, size], (x/255 - mean) / std.
+  // RGB CV_8UC3 (any size >= 1x1) -> float [3, size, size], (x/255 - mean) / std. An empty
+  // Mat is treated as one black pixel (FromEncoded never passes one).
   //   NATIVE: whole image resized to size x size (INTER_AREA when shrinking both sides,
   //           INTER_LINEAR otherwise).
   //   CLIP:   short side to size with bicubic (the long side rounded like torchvision's

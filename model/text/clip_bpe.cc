@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -534,11 +535,17 @@ void ClipBpeTokenizer::Bpe(const std::string& token, std::vector<int64_t>* out) 
 }
 
 absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::EncodeRaw(std::string_view text) const {
+  return EncodeUpTo(text, std::numeric_limits<size_t>::max());
+}
+
+absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::EncodeUpTo(std::string_view text,
+                                                                  size_t max_ids) const {
   EQSIM_ASSIGN_OR_RETURN(std::string cleaned, ClipCleanText(text));
   EQSIM_ASSIGN_OR_RETURN(std::u32string cps, DecodeToU32(cleaned));
   std::vector<int64_t> ids;
   std::string encoded;
   for (const std::string& piece : PreTokenize(cps)) {
+    if (ids.size() >= max_ids) break;  // the rest would be truncated away
     encoded.clear();
     for (unsigned char b : piece) encoded += byte_encoder_[b];
     Bpe(encoded, &ids);
@@ -547,7 +554,7 @@ absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::EncodeRaw(std::string_vie
 }
 
 absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::EncodeAllowEmpty(std::string_view text) const {
-  EQSIM_ASSIGN_OR_RETURN(std::vector<int64_t> raw, EncodeRaw(text));
+  EQSIM_ASSIGN_OR_RETURN(std::vector<int64_t> raw, EncodeUpTo(text, context_length_ - 2));
   std::vector<int64_t> ids(context_length_, 0);
   ids[0] = kClipSot;
   const size_t body = std::min(raw.size(), static_cast<size_t>(context_length_ - 2));
@@ -557,7 +564,7 @@ absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::EncodeAllowEmpty(std::str
 }
 
 absl::StatusOr<std::vector<int64_t>> ClipBpeTokenizer::Encode(std::string_view text) const {
-  EQSIM_RETURN_IF_ERROR(ValidateText(text));
+  EQSIM_RETURN_IF_ERROR(ValidateText(text, kNoTextByteLimit));
   return EncodeAllowEmpty(text);
 }
 

@@ -83,6 +83,8 @@ class ClipBpeTokenizer : public Tokenizer {
   ClipBpeTokenizer() = default;
   // BPE of one pre-token (already byte-encoded) -> ids; cached.
   void Bpe(const std::string& word_bytes, std::vector<int64_t>* out) const;
+  // EncodeRaw that stops running BPE once max_ids ids are produced.
+  absl::StatusOr<std::vector<int64_t>> EncodeUpTo(std::string_view text, size_t max_ids) const;
 
   int context_length_ = kClipContextLength;
   std::vector<std::string> byte_encoder_;  // byte -> UTF-8 of its printable stand-in

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@ namespace eqsim {
 
 // Default maximum caption length in bytes accepted by ValidateText.
 inline constexpr int64_t kDefaultMaxTextBytes = 64 * 1024;
+inline constexpr int64_t kNoTextByteLimit = std::numeric_limits<int64_t>::max();
 
 // OK, or InvalidArgument: "text is empty", "text is only whitespace",
 // "text is not valid UTF-8 (invalid byte 0xff at offset 3)",
@@ -33,7 +35,9 @@ class Tokenizer {
  public:
   virtual ~Tokenizer();
 
-  // The ids of one text, zero padded to context_length(); validates the text first.
+  // The ids of one text, zero padded to context_length(). Validates the text first (empty,
+  // whitespace-only, invalid UTF-8); a byte-size limit is the caller's policy (ValidateText's
+  // max_bytes, e.g. the server's --max_text_bytes), Encode itself accepts any length.
   virtual absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const = 0;
 
   // Encode for each text into one [n, context_length()] batch. Errors are prefixed with the

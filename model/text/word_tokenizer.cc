@@ -45,6 +45,7 @@ std::vector<std::string> SplitWords(std::string_view text) {
 
 absl::StatusOr<std::unique_ptr<WordTokenizer>> WordTokenizer::Load(const std::string& path,
                                                                    int context_length) {
+  if (context_length == 0) context_length = kWordContextLength;
   if (context_length < 3) {
     return absl::InvalidArgumentError(absl::StrCat(
         "word tokenizer context_length must be >= 3 (SOS, a word, EOS), got ", context_length));
@@ -96,7 +97,7 @@ absl::StatusOr<std::unique_ptr<WordTokenizer>> WordTokenizer::Load(const std::st
 std::unique_ptr<WordTokenizer> WordTokenizer::FromVocabulary(std::vector<std::string> words,
                                                              int context_length) {
   std::unique_ptr<WordTokenizer> t(new WordTokenizer());
-  t->context_length_ = std::max(context_length, 3);
+  t->context_length_ = context_length <= 0 ? kWordContextLength : std::max(context_length, 3);
   t->words_ = std::move(words);
   t->ids_.reserve(t->words_.size());
   for (size_t i = 0; i < t->words_.size(); ++i) {
@@ -124,7 +125,7 @@ int64_t WordTokenizer::WordId(std::string_view word) const {
 }
 
 absl::StatusOr<std::vector<int64_t>> WordTokenizer::Encode(std::string_view text) const {
-  EQSIM_RETURN_IF_ERROR(ValidateText(text));
+  EQSIM_RETURN_IF_ERROR(ValidateText(text, kNoTextByteLimit));
   std::vector<int64_t> ids(context_length_, kWordPad);
   ids[0] = kWordSos;
   int pos = 1;

@@ -31,10 +31,12 @@ std::vector<std::string> SplitWords(std::string_view text);
 class WordTokenizer : public Tokenizer {
  public:
   // One word per line (UTF-8, '\r' tolerated, empty lines rejected); duplicates are an error
-  // naming both lines. context_length >= 3 (SOS, one word, EOS).
+  // naming both lines. A file starting with the lines [PAD] [UNK] [SOS] [EOS] is accepted
+  // (they are skipped). context_length: 0 = default 16, otherwise >= 3 (SOS, a word, EOS).
   static absl::StatusOr<std::unique_ptr<WordTokenizer>> Load(
       const std::string& path, int context_length = kWordContextLength);
-  // Words as given (they should come from BuildVocabulary; duplicates keep the first id).
+  // Words as given (they should come from BuildVocabulary; a duplicate keeps its first id).
+  // context_length <= 0 means the default 16; 1 and 2 are raised to 3.
   static std::unique_ptr<WordTokenizer> FromVocabulary(std::vector<std::string> words,
                                                        int context_length = kWordContextLength);
   // Every SplitWords token of the corpus seen at least min_count times, sorted by byte order

@@ -110,6 +110,14 @@ TEST(ClipBpe, TruncationKeepsEotLast) {
   EXPECT_EQ(ids->front(), kClipSot);
   EXPECT_EQ(ids->back(), kClipEot);
   EXPECT_TRUE(std::equal(raw->begin(), raw->begin() + 75, ids->begin() + 1));
+  // Very long input (beyond ValidateText's default byte limit) still encodes: Encode leaves
+  // byte limits to the caller and stops running BPE once 75 ids are known.
+  std::string huge;
+  while (huge.size() < 300 * 1024) huge += "a photo of a cat ";
+  auto huge_ids = Tok().Encode(huge);
+  ASSERT_TRUE(huge_ids.ok()) << huge_ids.status();
+  EXPECT_EQ(huge_ids->back(), kClipEot);
+  EXPECT_EQ((*huge_ids)[1], 320);
   // A smaller context works the same way.
   auto small = ClipBpeTokenizer::Load(kClipDir + "/bpe_simple_vocab_16e6.txt.gz", 5);
   ASSERT_TRUE(small.ok());

@@ -281,6 +281,24 @@ TEST(DecodeImageRgb, HugeHeadersFailBeforeAnyDecoding) {
               HasSubstr("zero width or height"));
 }
 
+TEST(DecodeImageRgb, TruncatedJpegIsRejectedUnlessAllowed) {
+  const std::string jpg = Encode(".jpg", ToBgr(GradientRgb(64, 48)), {cv::IMWRITE_JPEG_QUALITY, 90});
+  const std::string cut = jpg.substr(0, jpg.size() * 2 / 3);
+  EXPECT_EQ(DecodeImageRgb(cut).status().message(),
+            absl::StrCat("image is truncated (JPEG, ", cut.size(), " bytes, no end-of-image marker)"));
+  ImageLimits lenient;
+  lenient.allow_truncated_jpeg = true;
+  auto partial = DecodeImageRgb(cut, lenient);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_EQ(partial->cols, 64);
+  EXPECT_EQ(partial->rows, 48);
+  // The top rows were in the data and decode as usual.
+  EXPECT_GT(partial->at<cv::Vec3b>(0, 63)[0], 240);
+  // Bytes after the end-of-image marker (common in the wild) are fine.
+  auto trailing = DecodeImageRgb(jpg + "trailing junk");
+  ASSERT_TRUE(trailing.ok()) << trailing.status();
+}
+
 TEST(DecodeImageRgb, ImagesAtTheLimitDecode) {
   ImageLimits exact;
   exact.max_pixels = 64 * 64;

@@ -44,6 +44,15 @@ TEST(WordTokenizer, IdsSpecialTokensAndPadding) {
   EXPECT_EQ(tok->WordId("green"), kWordUnk);
 }
 
+TEST(WordTokenizer, ZeroContextMeansDefaultAndLongTextsEncode) {
+  EXPECT_EQ(WordTokenizer::FromVocabulary({"a"}, 0)->context_length(), kWordContextLength);
+  std::string long_text;
+  while (long_text.size() < 200 * 1024) long_text += "a b ";
+  auto ids = WordTokenizer::FromVocabulary({"a"}, 0)->Encode(long_text);
+  ASSERT_TRUE(ids.ok()) << ids.status();  // byte limits are the caller's policy
+  EXPECT_EQ(ids->back(), kWordEos);
+}
+
 TEST(WordTokenizer, ValidatesText) {
   auto tok = WordTokenizer::FromVocabulary({"a"});
   EXPECT_EQ(tok->Encode("").status().message(), "text is empty");
@@ -98,6 +107,9 @@ TEST(WordTokenizer, SaveLoadRoundTrip) {
   config::TokenizerConfig cfg;
   cfg.set_kind(config::TokenizerConfig::WORD);
   cfg.set_vocab_file("vocab_roundtrip.txt");
+  auto zero = WordTokenizer::Load(path, 0);
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ((*zero)->context_length(), kWordContextLength);
   auto created = CreateTokenizer(cfg, {"/nonexistent", ::testing::TempDir()});
   ASSERT_TRUE(created.ok()) << created.status();
   EXPECT_EQ((*created)->context_length(), kWordContextLength);
