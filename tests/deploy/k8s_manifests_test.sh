@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ctest deploy_k8s_manifests: lints deploy/ with yamllint, renders every Kustomization with
 # `kubectl kustomize` and validates every object (tests/k8s/validate.js: Kubernetes and
-# prometheus-operator schemas, unknown fields, eqsim's deployment rules, flags against the built
-# binaries), then checks that known mistakes are caught (--self-test).
+# prometheus-operator schemas, unknown fields, eqsim's deployment rules; the flags against the
+# built binaries are deploy_binary_contract's job), then checks that known mistakes are caught.
 #   $1  repository root        $2  folder of built programs (optional; flags checked if built)
 # Exit 0 pass, 1 fail, 77 skip (only when the pinned npm packages cannot be installed).
 set -euo pipefail

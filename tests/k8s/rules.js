@@ -629,9 +629,19 @@ function check(renders, opts = {}) {
     checkMonitors(err, render);
     checkPrometheusRules(err, render, opts);
   }
-  checkFlags((obj, msg, name) => errors.push(`${name}: ${id(obj)}: ${msg}`), renders, opts);
+  if (opts.flags !== false) checkFlags((obj, msg, name) => errors.push(`${name}: ${id(obj)}: ${msg}`), renders, opts);
   checkAdapter(errors, renders, opts);
   return errors;
 }
 
-module.exports = { check, invocationsOf, serverFlags, selectorMatches };
+// Only the flags used in the manifests against the built programs' help; returns error strings
+// and whether every program was found.
+function checkFlagsOnly(renders, opts) {
+  const errors = [];
+  const skipped = [];
+  checkFlags((obj, msg, name) => errors.push(`${name}: ${id(obj)}: ${msg}`), renders,
+    { ...opts, log: (m) => { skipped.push(m); if (opts.log) opts.log(m); } });
+  return { errors, skipped };
+}
+
+module.exports = { check, checkFlagsOnly, invocationsOf, serverFlags, selectorMatches };

@@ -11,8 +11,9 @@
 // With --self-test it also applies known mistakes to the rendered objects and to a copy of
 // deploy/ and fails unless every one of them is reported.
 //
-// Usage: node validate.js --deploy-dir DIR [--bin-dir DIR] [--self-test] [--list]
-// Exit: 0 valid, 1 invalid, 2 usage or tool error.
+// --flags-only does only step 4 (exit 77 when none of the programs is built).
+// Usage: node validate.js --deploy-dir DIR [--bin-dir DIR] [--self-test] [--list] [--flags-only]
+// Exit: 0 valid, 1 invalid, 2 usage or tool error, 77 nothing to check (--flags-only).
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -22,7 +23,7 @@ const { StrictFieldChecker, declarationFor } = require('./strict_fields');
 const rules = require('./rules');
 
 function parseArgs(argv) {
-  const opts = { deployDir: null, binDir: null, selfTest: false, list: false };
+  const opts = { deployDir: null, binDir: null, selfTest: false, list: false, flagsOnly: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -33,6 +34,7 @@ function parseArgs(argv) {
     else if (a === '--bin-dir') opts.binDir = next();
     else if (a === '--self-test') opts.selfTest = true;
     else if (a === '--list') opts.list = true;
+    else if (a === '--flags-only') opts.flagsOnly = true;
     else if (a === '-h' || a === '--help') {
       process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 16)
         .map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
@@ -316,7 +318,19 @@ function main() {
     process.stderr.write(`rendered ${r.name}: ${r.objects.length} objects (${kinds})\n`);
     if (opts.list) for (const o of r.objects) process.stdout.write(`${r.name}\t${describe(o)}\n`);
   }
-  const errors = validateRenders(renders, ruleOpts);
+  if (opts.flagsOnly) {
+    if (!opts.binDir) usage('--flags-only needs --bin-dir');
+    const { errors: flagErrors, skipped } = rules.checkFlagsOnly(renders, ruleOpts);
+    for (const e of flagErrors) process.stderr.write(`ERROR ${e}\n`);
+    process.stdout.write(`flags of the manifests against ${opts.binDir}: ` +
+      `${flagErrors.length === 0 ? 'OK' : flagErrors.length + ' error(s)'}\n`);
+    if (flagErrors.length === 0 && skipped.length > 0 &&
+        !['eqsim-server', 'eqsim-train', 'eqsim'].some((b) => fs.existsSync(path.join(opts.binDir, b)))) {
+      return 77;
+    }
+    return flagErrors.length === 0 ? 0 : 1;
+  }
+  const errors = validateRenders(renders, { ...ruleOpts, flags: false });
   for (const e of errors) process.stderr.write(`ERROR ${e}\n`);
   let failures = [];
   if (opts.selfTest) {
