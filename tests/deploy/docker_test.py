@@ -367,7 +367,8 @@ class Checker:
                 self.err(at(h.line), "HEALTHCHECK needs a --start-period (model loading and warm-up)")
 
         self.lint(rel, stages, at)
-        return {"installed": installed, "cmd": cmd_args, "health": health_argv, "builder": builder}
+        return {"installed": installed, "cmd": cmd_args, "health": health_argv, "builder": builder,
+                "exposed": exposed, "volumes": vols | {"/tmp"}}
 
     def lint(self, rel, stages, at):
         shellcheck = shutil.which("shellcheck")
@@ -401,6 +402,57 @@ class Checker:
                             if m:
                                 self.err(at(i.line + int(m.group(1)) - 3), "shellcheck: " + m.group(2))
 
+    def check_compose(self, info):
+        """docker/compose.yaml: builds the image, maps its ports and volumes, stays locked down."""
+        rel = "docker/compose.yaml"
+        path = os.path.join(self.src, rel)
+        if not os.path.exists(path) or not info:
+            return
+        try:
+            import yaml  # python3-yaml comes with yamllint
+        except ImportError:
+            self.notes.append("python3-yaml missing: %s not checked" % rel)
+            return
+        doc = yaml.safe_load(open(path, encoding="utf-8"))
+        services = doc.get("services") or {}
+        server = services.get("server")
+        if not server:
+            self.err(rel, "no 'server' service")
+            return
+        build = server.get("build") or {}
+        dockerfile = os.path.normpath(os.path.join(os.path.dirname(path), build.get("context", "."),
+                                                   build.get("dockerfile", "Dockerfile")))
+        if os.path.relpath(dockerfile, self.src) != DOCKERFILES[0]:
+            self.err(rel, "server must build %s, not %s" % (DOCKERFILES[0], os.path.relpath(dockerfile, self.src)))
+        container_ports = {int(str(p).split(":")[-1].split("/")[0]) for p in server.get("ports", [])}
+        if container_ports != info["exposed"]:
+            self.err(rel, "server ports %s must map the EXPOSEd ports %s" % (sorted(container_ports), sorted(info["exposed"])))
+        flags = dict(a[2:].split("=", 1) for a in (server.get("command") or []) if a.startswith("--") and "=" in a)
+        for flag in ("port", "metrics_port"):
+            if flag in flags and int(flags[flag]) not in info["exposed"]:
+                self.err(rel, "server --%s=%s is not an EXPOSEd port" % (flag, flags[flag]))
+        for name, svc in services.items():
+            where = "%s: service '%s'" % (rel, name)
+            for v in svc.get("volumes", []):
+                target = str(v).split(":")[1] if ":" in str(v) else str(v)
+                if target not in info["volumes"]:
+                    self.err(where, "mounts %s, which is not a VOLUME of the image %s" % (target, sorted(info["volumes"])))
+            if svc.get("read_only") is not True:
+                self.err(where, "read_only: true (the image needs no writable root filesystem)")
+            if "ALL" not in (svc.get("cap_drop") or []):
+                self.err(where, "cap_drop: [ALL]")
+            if str(svc.get("user", NON_ROOT_UID)).split(":")[0] in ("0", "root"):
+                self.err(where, "runs as root")
+            ep = svc.get("entrypoint")
+            if ep and ep[0] not in info["installed"]:
+                self.err(where, "entrypoint %s is not a program of the image" % ep[0])
+        grace = str(server.get("stop_grace_period", "10s"))
+        secs = float(grace[:-1]) * (60 if grace.endswith("m") else 1) if grace[-1] in "sm" else float(grace)
+        if secs <= 30:
+            self.err(rel, "server stop_grace_period %s must exceed the server's --drain_timeout_s (30 s)" % grace)
+        self.compose_flags = {n: [a for a in (s.get("command") or []) if a.startswith("--")]
+                              for n, s in services.items()}
+
     def check_pair(self, infos):
         a, b = infos
         if a and b and a["installed"] != b["installed"]:
@@ -420,6 +472,10 @@ class Checker:
                 name = a[2:].split("=")[0]
                 if known and name not in known:
                     self.err(DOCKERFILES[0], "ENTRYPOINT/CMD pass --%s, which eqsim-server does not define" % name)
+            for a in getattr(self, "compose_flags", {}).get("server", []):
+                name = a[2:].split("=")[0]
+                if known and name not in known:
+                    self.err("docker/compose.yaml", "server passes --%s, which eqsim-server does not define" % name)
         else:
             self.notes.append("eqsim-server not built: CMD flags not checked")
         h = info["health"]
@@ -478,6 +534,7 @@ def run(src, bin_dir, configure, binaries=True, binaries_only=False):
     c = Checker(src, bin_dir)
     infos = [c.check_file(f) for f in DOCKERFILES]
     c.check_pair(infos)
+    c.check_compose(infos[0])
     if binaries_only:
         c.errors = []
     if binaries or binaries_only:
@@ -500,6 +557,7 @@ MUTATIONS = [
     ("unpinned base", "ARG DEBIAN_IMAGE=debian:12", "ARG DEBIAN_IMAGE=debian:latest", "latest"),
     ("COPY from a missing stage", "COPY --from=builder", "COPY --from=build", "names no earlier stage"),
     ("shell bug in RUN", 'if [ "${jobs}" = 0 ]', 'if [ "${jobs}" = 0 ', "shellcheck"),
+    ("compose port the image does not expose", "EXPOSE 8500 8502", "EXPOSE 8500 8503", "must map the EXPOSEd ports"),
 ]
 
 
