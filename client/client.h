@@ -2,7 +2,7 @@
 // speaking eqsim.v1.SimilarityService (proto/eqsim/v1/similarity.proto).
 //
 //   eqsim::ClientOptions opts;
-//   opts.targets = {"dns:///eqsim-headless.default.svc:50051"};  // all pods, round robin
+//   opts.targets = {"dns:///eqsim-headless.default.svc:8500"};  // all pods, round robin
 //   auto client = eqsim::Client::Create(opts);
 //   auto emb = (*client)->Embed({eqsim::Input::Text("a red bag"),
 //                                *eqsim::Input::ImageFile("bag.png")});
@@ -79,7 +79,7 @@ struct ClientOptions {
 };
 
 // Maps a gRPC status to absl (same code numbers) keeping the server's message, prefixed by
-// `context` (e.g. "Embed @ localhost:50051") when not empty.
+// `context` (e.g. "Embed @ localhost:8500") when not empty.
 absl::Status FromGrpcStatus(const grpc::Status& status, const std::string& context = "");
 
 // One item to embed: an encoded image or a UTF-8 text.

@@ -152,7 +152,7 @@ std::vector<Command> EvalLocalCommands() {
            "once through the server(s) and computes the text / image / group scores here; the "
            "numbers equal a server-side `eval submit` of the same data.\nExample: eqsim "
            "eval-local --format winoground --annotation wino.jsonl --image-root images "
-           "--target a:50051 --target b:50051",
+           "--target a:8500 --target b:8500",
            {"format", "annotation", "image_root", "image_roots", "subsets", "limit", "valse_all",
             "subset_name", "batch_size", "loader_threads", "max_items_per_request",
             "concurrency", "scores_output", "model", "model_version"},

@@ -19,7 +19,7 @@
 ABSL_FLAG(std::vector<std::string>, target, {},
           "Server address(es): host:port, dns:///name:port (every address of the name, round "
           "robin: a Kubernetes headless Service), unix:/path. Repeatable or comma separated. "
-          "Default: $EQSIM_TARGET, else localhost:50051");
+          "Default: $EQSIM_TARGET, else localhost:8500");
 ABSL_FLAG(bool, json, false, "Print machine-readable JSON on stdout instead of text");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "Deadline of each request attempt (e.g. 500ms, 30s, 2m)");
@@ -73,7 +73,7 @@ absl::StatusOr<ClientOptions> ClientOptionsFromFlags() {
       for (absl::string_view t : absl::StrSplit(env, ',', absl::SkipWhitespace()))
         o.targets.emplace_back(absl::StripAsciiWhitespace(t));
     } else {
-      o.targets.push_back("localhost:50051");
+      o.targets.push_back("localhost:8500");
     }
   }
   o.timeout = absl::GetFlag(FLAGS_timeout);

@@ -23,7 +23,7 @@ const std::vector<std::string>& CommonFlags();
 const std::vector<std::string>& ModelFlags();
 
 // ClientOptions from the common flags (targets from --target, else $EQSIM_TARGET, else
-// localhost:50051; the token from --token-file, else $EQSIM_TOKEN_FILE).
+// localhost:8500; the token from --token-file, else $EQSIM_TOKEN_FILE).
 absl::StatusOr<ClientOptions> ClientOptionsFromFlags();
 absl::StatusOr<std::unique_ptr<Client>> MakeClient();
 ModelSelector ModelFromFlags();
