@@ -122,11 +122,23 @@ absl::StatusOr<ImageHeader> BmpHeader(std::string_view b) {
   const int32_t w = static_cast<int32_t>(Le32(b, 18));
   const int32_t h = static_cast<int32_t>(Le32(b, 22));  // negative = top-down
   if (w < 0) return Malformed("BMP", absl::StrCat("negative width ", w));
+  if (b.size() >= 34) {  // what OpenCV's BMP reader accepts; checked here to fail cleanly
+    const uint32_t bpp = Le16(b, 28), compression = Le32(b, 30);
+    if (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32) {
+      return Malformed("BMP", absl::StrCat("unsupported bits per pixel ", bpp));
+    }
+    if (compression > 3) {
+      return Malformed("BMP", absl::StrCat("unsupported compression ", compression,
+                                           " (0 RGB, 1 RLE8, 2 RLE4, 3 BITFIELDS are)"));
+    }
+  }
   return ImageHeader{"BMP", w, std::abs(static_cast<int64_t>(h))};
 }
 
 absl::StatusOr<ImageHeader> WebpHeader(std::string_view b) {
-  if (b.size() < 16) return Truncated("WebP", b.size(), 16);
+  // 32 bytes: the smallest WebP libwebp / OpenCV will look at (RIFF header + chunk header +
+  // the frame header); every chunk kind's dimensions lie inside it.
+  if (b.size() < 32) return Truncated("WebP", b.size(), 32);
   const std::string_view chunk = b.substr(12, 4);
   if (chunk == "VP8 ") {
     if (b.size() < 30) return Truncated("WebP", b.size(), 30);

@@ -225,6 +225,9 @@ TEST(DecodeImageRgb, WebpChunkKinds) {
   vp8x += std::string("\x16\x00\x00\x00", 4) + "WEBP" + "VP8X" + std::string("\x0a\x00\x00\x00", 4);
   vp8x += std::string("\x10\x00\x00\x00", 4);  // flags + reserved
   vp8x += std::string("\xff\x3f\x00\xff\x3f\x00", 6);
+  vp8x += "VP8L" + std::string(4, '\0');  // the next chunk's header
+  EXPECT_EQ(ReadImageHeader(vp8x.substr(0, 31)).status().message(),
+            "image is truncated (WebP, 31 bytes, header needs 32)");
   auto h = ReadImageHeader(vp8x);
   ASSERT_TRUE(h.ok()) << h.status();
   EXPECT_EQ(h->width, 16384);
@@ -305,6 +308,53 @@ TEST(DecodeImageRgb, ImagesAtTheLimitDecode) {
   const std::string png = Encode(".png", ToBgr(RandomRgb(64, 64, 4)));
   exact.max_encoded_bytes = static_cast<int64_t>(png.size());
   EXPECT_TRUE(DecodeImageRgb(png, exact).ok());
+}
+
+// Corrupted inputs (random byte flips and cuts of every supported format) must come back as
+// an error or a correctly sized image, never crash or exceed the limits.
+TEST(DecodeImageRgb, SurvivesCorruptedInputs) {
+  const cv::Mat bgr = ToBgr(GradientRgb(32, 24));
+  cv::Mat bgra;
+  cv::cvtColor(bgr, bgra, cv::COLOR_BGR2BGRA);
+  const std::vector<std::string> seeds = {
+      Encode(".png", bgr), Encode(".png", bgra), Encode(".jpg", bgr),
+      Encode(".jpg", bgr, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}), Encode(".bmp", bgr),
+      Encode(".tiff", bgr), Encode(".ppm", bgr), Encode(".webp", bgr, {cv::IMWRITE_WEBP_QUALITY, 101}),
+      Encode(".webp", bgra, {cv::IMWRITE_WEBP_QUALITY, 70})};
+  std::mt19937 rng(12345);
+  ImageLimits limits;
+  limits.max_pixels = 1 << 20;
+  int ok = 0, errors = 0;
+  for (const std::string& seed : seeds) {
+    for (int trial = 0; trial < 150; ++trial) {
+      std::string b = seed;
+      const int kind = trial % 3;
+      if (kind == 0 || kind == 2) {  // flip 1..4 bytes (kind 2: inside the first 64 bytes)
+        const int flips = 1 + static_cast<int>(rng() % 4);
+        for (int f = 0; f < flips; ++f) {
+          const size_t range = kind == 2 ? std::min<size_t>(64, b.size()) : b.size();
+          b[rng() % range] = static_cast<char>(rng() & 0xff);
+        }
+      }
+      if (kind == 1) b.resize(rng() % b.size());  // cut anywhere
+      auto r = DecodeImageRgb(b, limits);
+      if (r.ok()) {
+        ++ok;
+        EXPECT_EQ(r->type(), CV_8UC3);
+        EXPECT_LE(static_cast<int64_t>(r->total()), limits.max_pixels);
+        auto h = ReadImageHeader(b);
+        ASSERT_TRUE(h.ok());
+        EXPECT_EQ(r->cols, h->width);
+        EXPECT_EQ(r->rows, h->height);
+      } else {
+        ++errors;
+        EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+        EXPECT_FALSE(r.status().message().empty());
+      }
+    }
+  }
+  EXPECT_GT(errors, 100);  // the corruption is real
+  EXPECT_GT(ok, 50);       // and flips in pixel data often still decode
 }
 
 TEST(EncodePng, RoundTripsLosslessly) {
