@@ -379,7 +379,7 @@ std::u32string FtfyLite(const std::u32string& text) {
     else if (c == 0x2BC || (c >= 0x2018 && c <= 0x201B)) c = '\'';  // uncurl_quotes
     else if (c >= 0x201C && c <= 0x201F) c = '"';
   }
-  return out;
+  return Nfc(out);  // ftfy's normalization="NFC"
 }
 
 absl::StatusOr<std::string> ClipCleanText(std::string_view text) {

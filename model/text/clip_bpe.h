@@ -10,9 +10,8 @@
 //   done:    HTML unescape when the text holds no '<' (ftfy's unescape_html="auto"), removal of
 //            control characters (C0 except \t\n\r\f, DEL, U+206A-206F, BOM, U+FFF9-FFFC),
 //            Latin ligatures (U+FB00-FB06, IJ/DZ/LJ/NJ digraphs), fullwidth ASCII and U+3000 to
-//            ASCII, curly quotes to ' and ".
-//   skipped: mojibake repair (fix_encoding), C1-as-cp1252, halfwidth katakana, NFC
-//            normalisation (decomposed accents stay decomposed).
+//            ASCII, curly quotes to ' and ", and NFC normalisation (model/text/unicode.h).
+//   skipped: mojibake repair (fix_encoding), C1-as-cp1252, halfwidth katakana.
 // Then, as the original: HTML entities unescaped twice (all numeric references with Python's
 // rules, the named entities that matter: Latin-1, typographic, Greek letters, arrows, maths,
 // and the legacy no-semicolon forms), whitespace runs to one space, strip, PyLower

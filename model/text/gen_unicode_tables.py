@@ -3,8 +3,10 @@
 
 Run with /usr/bin/python3 (Python 3.11, Unicode 14.0):
     /usr/bin/python3 model/text/gen_unicode_tables.py > model/text/unicode_tables.inc
-Tables: \\p{L} and \\p{N} as sorted code point ranges, and str.lower() single-code-point
-mappings compressed into (first, last, stride, delta) runs.
+Tables: \\p{L} and \\p{N} as sorted code point ranges, str.lower() single-code-point
+mappings compressed into (first, last, stride, delta) runs, and what NFC needs: full canonical
+decompositions (NFD of one code point, Hangul excluded: it is algorithmic), canonical
+combining classes as ranges, and the primary composite pairs.
 """
 import sys
 import unicodedata
@@ -58,6 +60,42 @@ def main():
         for i in range(0, len(rs), 6):
             w('    ' + ' '.join('{0x%X, 0x%X},' % r for r in rs[i:i + 6]) + '\n')
         w('};\n')
+    # NFD of single code points (Hangul syllables are algorithmic).
+    nfd = []
+    for cp in range(0x110000):
+        if 0xAC00 <= cp <= 0xD7A3:
+            continue
+        d = unicodedata.normalize('NFD', chr(cp))
+        if d != chr(cp):
+            cps = [ord(x) for x in d] + [0] * (4 - len(d))
+            nfd.append([cp] + cps)
+    w('constexpr Decomposition kDecompositions[] = {\n')
+    for i in range(0, len(nfd), 3):
+        w('    ' + ' '.join('{0x%X, {0x%X, 0x%X, 0x%X, 0x%X}},' % tuple(r) for r in nfd[i:i + 3]) + '\n')
+    w('};\n')
+    ccc, start = [], None
+    for cp in range(0x110001):
+        c = unicodedata.combining(chr(cp)) if cp < 0x110000 else 0
+        if ccc and ccc[-1][1] == cp - 1 and ccc[-1][2] == c and c:
+            ccc[-1][1] = cp
+        elif c:
+            ccc.append([cp, cp, c])
+    w('constexpr CombiningRange kCombiningClasses[] = {\n')
+    for i in range(0, len(ccc), 5):
+        w('    ' + ' '.join('{0x%X, 0x%X, %d},' % tuple(r) for r in ccc[i:i + 5]) + '\n')
+    w('};\n')
+    pairs = []
+    for cp in range(0x110000):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith('<'):
+            parts = d.split()
+            if len(parts) == 2 and unicodedata.normalize('NFC', chr(cp)) == chr(cp):
+                pairs.append((int(parts[0], 16), int(parts[1], 16), cp))
+    pairs.sort()
+    w('constexpr Composition kCompositions[] = {\n')
+    for i in range(0, len(pairs), 4):
+        w('    ' + ' '.join('{0x%X, 0x%X, 0x%X},' % r for r in pairs[i:i + 4]) + '\n')
+    w('};\n')
     w('constexpr LowerRun kLowerRuns[] = {\n')
     runs = lower_runs()
     for i in range(0, len(runs), 4):

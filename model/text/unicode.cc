@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <iterator>
 
 namespace eqsim {
@@ -26,7 +27,74 @@ struct LowerRun {
   int delta;
 };
 
+struct Decomposition {
+  char32_t cp;
+  char32_t to[4];  // zero padded
+};
+
+struct CombiningRange {
+  char32_t lo, hi;
+  int ccc;
+};
+
+struct Composition {
+  char32_t first, second, composed;
+};
+
 #include "model/text/unicode_tables.inc"
+
+// Hangul syllable arithmetic (Unicode 3.12).
+constexpr char32_t kSBase = 0xAC00, kLBase = 0x1100, kVBase = 0x1161, kTBase = 0x11A7;
+constexpr int kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount * kTCount,
+              kSCount = kLCount * kNCount;
+
+int CombiningClass(char32_t c) {
+  if (c < 0x300) return 0;
+  const CombiningRange* end = kCombiningClasses + std::size(kCombiningClasses);
+  const CombiningRange* it = std::upper_bound(
+      kCombiningClasses, end, c, [](char32_t v, const CombiningRange& r) { return v < r.lo; });
+  if (it == kCombiningClasses) return 0;
+  --it;
+  return c <= it->hi ? it->ccc : 0;
+}
+
+void Decompose(char32_t c, std::u32string* out) {
+  if (c >= kSBase && c < kSBase + kSCount) {
+    const int s = static_cast<int>(c - kSBase);
+    out->push_back(kLBase + s / kNCount);
+    out->push_back(kVBase + (s % kNCount) / kTCount);
+    if (s % kTCount != 0) out->push_back(kTBase + s % kTCount);
+    return;
+  }
+  const Decomposition* end = kDecompositions + std::size(kDecompositions);
+  const Decomposition* it = std::lower_bound(
+      kDecompositions, end, c, [](const Decomposition& d, char32_t v) { return d.cp < v; });
+  if (it == end || it->cp != c) {
+    out->push_back(c);
+    return;
+  }
+  for (char32_t t : it->to) {
+    if (t != 0) out->push_back(t);
+  }
+}
+
+// The primary composite of (a, b), or 0.
+char32_t Compose(char32_t a, char32_t b) {
+  if (a >= kLBase && a < kLBase + kLCount && b >= kVBase && b < kVBase + kVCount) {
+    return kSBase + ((a - kLBase) * kVCount + (b - kVBase)) * kTCount;
+  }
+  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase &&
+      b < kTBase + kTCount) {
+    return a + (b - kTBase);
+  }
+  const Composition* end = kCompositions + std::size(kCompositions);
+  const Composition* it = std::lower_bound(kCompositions, end, std::make_pair(a, b),
+                                           [](const Composition& c, std::pair<char32_t, char32_t> v) {
+                                             return c.first != v.first ? c.first < v.first
+                                                                       : c.second < v.second;
+                                           });
+  return it != end && it->first == a && it->second == b ? it->composed : 0;
+}
 
 constexpr Range kSpaces[] = {
     {0x09, 0x0D}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680},
@@ -64,6 +132,48 @@ bool IsUnicodeNumber(char32_t cp) {
 bool IsUnicodeSpace(char32_t cp) { return InRanges(kSpaces, std::size(kSpaces), cp); }
 
 bool IsPythonSpace(char32_t cp) { return IsUnicodeSpace(cp) || (cp >= 0x1C && cp <= 0x1F); }
+
+std::u32string Nfc(const std::u32string& s) {
+  // Quick check: nothing below U+0300 changes under NFC or composes with what precedes it.
+  if (std::all_of(s.begin(), s.end(), [](char32_t c) { return c < 0x300; })) return s;
+  std::u32string d;
+  d.reserve(s.size() + 8);
+  for (char32_t c : s) Decompose(c, &d);
+  // Canonical ordering: stable sort of every run of non-starters by combining class.
+  for (size_t i = 0; i < d.size();) {
+    if (CombiningClass(d[i]) == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < d.size() && CombiningClass(d[j]) != 0) ++j;
+    std::stable_sort(d.begin() + i, d.begin() + j,
+                     [](char32_t a, char32_t b) { return CombiningClass(a) < CombiningClass(b); });
+    i = j;
+  }
+  // Canonical composition.
+  std::u32string out;
+  out.reserve(d.size());
+  long starter = -1;  // index in `out` of the last starter
+  int last_ccc = 0;   // class of the last character appended to `out`
+  for (char32_t c : d) {
+    const int ccc = CombiningClass(c);
+    if (starter >= 0) {
+      const bool adjacent = static_cast<long>(out.size()) - 1 == starter;
+      const bool blocked = !adjacent && (last_ccc == 0 || last_ccc >= ccc);
+      if (!blocked) {
+        if (char32_t composed = Compose(out[starter], c); composed != 0) {
+          out[starter] = composed;
+          continue;
+        }
+      }
+    }
+    if (ccc == 0) starter = static_cast<long>(out.size());
+    out.push_back(c);
+    last_ccc = ccc;
+  }
+  return out;
+}
 
 std::u32string PyLower(const std::u32string& s) {
   std::u32string out;

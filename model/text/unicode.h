@@ -23,4 +23,8 @@ bool IsPythonSpace(char32_t cp);
 // before one; Python's exact rule also skips case-ignorable marks).
 std::u32string PyLower(const std::u32string& s);
 
+// Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
+// composition incl. Hangul), as unicodedata.normalize("NFC", s) with Unicode 14 tables.
+std::u32string Nfc(const std::u32string& s);
+
 }  // namespace eqsim

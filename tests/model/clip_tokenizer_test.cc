@@ -228,6 +228,38 @@ print('\n'.join(lines))
   EXPECT_EQ(lower_bad, 0) << ::testing::PrintToString(examples);
 }
 
+// NFC against unicodedata.normalize on random mixes of bases, precomposed letters, Hangul
+// jamo / syllables, singletons and combining marks of several classes.
+TEST(Unicode, NfcAgreesWithPython) {
+  const std::string out = RunPython(R"(
+import json, random, unicodedata
+random.seed(7)
+pool = ([chr(c) for c in range(0x61, 0x7B)] + list('AEIOUaeiouyYnNcCsSzZ') +
+        [chr(c) for c in range(0xC0, 0x180)] + [chr(c) for c in range(0x300, 0x370)] +
+        ['\u0323', '\u0331', '\u0345', '\u05B0', '\u05BC', '\u0651', '\u093C', '\u0B3E',
+         '\u0B47', '\u3099', '\u309A', '\u304B', '\u30CF', '\u212B', '\u2126', '\uF900',
+         '\u0344', '\u0340', '\u1E9B', '\u03B1', '\u03C9', '\u1F00', '\u0418', '\u0439',
+         '\u1100', '\u1161', '\u11A8', '\uAC00', '\uAC01', '\uD7A3', '\u0041\u030A',
+         '\u1E63', '\u1EA0', '\u00E2', '\u0DD9', '\u0DCF', '\u0DCA', '\U0001D15E'])
+cases = []
+for i in range(3000):
+    s = ''.join(random.choice(pool) for _ in range(random.randint(1, 7)))
+    cases.append([s, unicodedata.normalize('NFC', s)])
+print(json.dumps(cases))
+)");
+  auto cases = nlohmann::json::parse(out);
+  ASSERT_EQ(cases.size(), 3000u);
+  int bad = 0;
+  for (const auto& c : cases) {
+    const std::string in = c[0].get<std::string>(), expected = c[1].get<std::string>();
+    const std::string got = Utf8(Nfc(U32(in)));
+    if (got != expected && ++bad <= 5) ADD_FAILURE() << "NFC of '" << in << "': got '" << got << "', python '" << expected << "'";
+  }
+  EXPECT_EQ(bad, 0);
+  // Through the tokenizer: decomposed accents tokenize like the precomposed golden text.
+  EXPECT_EQ(*Tok().Encode("cafe\u0301 cre\u0300me bru\u0302le\u0301e"), *Tok().Encode("café crème brûlée"));
+}
+
 TEST(ValidateText, PreciseErrors) {
   EXPECT_TRUE(ValidateText("ok").ok());
   EXPECT_EQ(ValidateText("").message(), "text is empty");
