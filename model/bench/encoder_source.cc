@@ -76,8 +76,8 @@ absl::StatusOr<Matrix> EncoderEmbeddingSource::EmbedImages(
     for (size_t i = start; i < stop; ++i) ptrs.push_back(&tensors[i]);
     EQSIM_ASSIGN_OR_RETURN(Matrix m, encoder_.EncodeImages(StackImages(ptrs)));
     if (m.rows != static_cast<int64_t>(stop - start)) {
-      return absl::InternalError(absl::StrCat("encoder returned ", m.rows, " rows for ",
-                                              stop - start, " images"));
+      return absl::InternalError(
+          absl::StrCat("encoder returned ", m.rows, " rows for ", stop - start, " images"));
     }
     AppendRows(m, &all);
   }
@@ -104,8 +104,8 @@ absl::StatusOr<Matrix> EncoderEmbeddingSource::EmbedTexts(const std::vector<std:
     }
     EQSIM_ASSIGN_OR_RETURN(Matrix m, encoder_.EncodeTexts(*tokens));
     if (m.rows != static_cast<int64_t>(stop - start)) {
-      return absl::InternalError(absl::StrCat("encoder returned ", m.rows, " rows for ",
-                                              stop - start, " texts"));
+      return absl::InternalError(
+          absl::StrCat("encoder returned ", m.rows, " rows for ", stop - start, " texts"));
     }
     AppendRows(m, &all);
   }

@@ -247,8 +247,8 @@ class Runner {
 absl::Status Runner::StoreRows(const Matrix& m, const std::vector<int32_t>& ids, size_t n,
                                EmbeddingCache& cache) {
   if (m.rows != static_cast<int64_t>(n)) {
-    return absl::InternalError(absl::StrCat("embedding source returned ", m.rows,
-                                            " embeddings for ", n, " items"));
+    return absl::InternalError(
+        absl::StrCat("embedding source returned ", m.rows, " embeddings for ", n, " items"));
   }
   if (m.cols <= 0 || (dim_ >= 0 && m.cols != dim_)) {
     return absl::InternalError(absl::StrCat("embedding source returned dimension ", m.cols,
@@ -491,10 +491,10 @@ absl::StatusOr<EvalResult> Runner::Run() {
     const int64_t want_end = std::min(n, (r.chunk + 1) * cs);
     if (r.chunk < 0 || r.chunk >= num_chunks || r.begin != r.chunk * cs || r.end != want_end ||
         static_cast<int64_t>(r.scores.size()) != (r.end - r.begin) * per) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "resumed chunk ", r.chunk, " [", r.begin, ", ", r.end, ") with ", r.scores.size(),
-          " scores does not fit this benchmark (", n, " samples, chunk size ", cs, ", ", per,
-          " scores per sample)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("resumed chunk ", r.chunk, " [", r.begin, ", ", r.end, ") with ",
+                       r.scores.size(), " scores does not fit this benchmark (", n,
+                       " samples, chunk size ", cs, ", ", per, " scores per sample)"));
     }
     chunks[r.chunk] = r;
     have[r.chunk] = true;
@@ -613,16 +613,16 @@ absl::StatusOr<EvalResult> AggregateChunks(const Benchmark& b,
   for (const ChunkResult* c : chunks) {
     if (c->begin != covered || c->end < c->begin || c->end > n ||
         static_cast<int64_t>(c->scores.size()) != (c->end - c->begin) * per) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk results do not cover the ", n, " samples exactly once: chunk ", c->chunk, " [",
-          c->begin, ", ", c->end, ") with ", c->scores.size(), " scores after ", covered,
-          " samples"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk results do not cover the ", n, " samples exactly once: chunk ",
+                       c->chunk, " [", c->begin, ", ", c->end, ") with ", c->scores.size(),
+                       " scores after ", covered, " samples"));
     }
     covered = c->end;
   }
   if (covered != n) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk results cover ", covered, " of ", n,
-                                                   " samples"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk results cover ", covered, " of ", n, " samples"));
   }
   EvalResult r;
   r.format = b.format;
@@ -671,8 +671,8 @@ absl::StatusOr<EvalResult> AggregateChunks(const Benchmark& b,
 absl::StatusOr<std::string> ScoresNpyBytes(SampleKind kind, const std::vector<float>& scores) {
   const int per = ScoresPerSample(kind);
   if (scores.size() % per != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(scores.size(), " scores is not a multiple of ",
-                                                   per, " scores per sample"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(scores.size(), " scores is not a multiple of ", per, " scores per sample"));
   }
   const int64_t n = static_cast<int64_t>(scores.size()) / per;
   std::vector<int64_t> shape = per == 1 ? std::vector<int64_t>{n} : std::vector<int64_t>{n, per};

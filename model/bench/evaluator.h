@@ -61,12 +61,12 @@ struct ChunkResult {
 };
 
 struct EvalOptions {
-  int64_t batch_size = 64;      // items per EmbedImages / EmbedTexts call
-  int threads = 2;              // image loader threads (file reads, .npy -> PNG)
-  int prefetch_batches = 2;     // image batches loaded ahead of the encoder
-  int64_t chunk_size = 2048;    // samples per chunk (the unit of progress persistence)
+  int64_t batch_size = 64;    // items per EmbedImages / EmbedTexts call
+  int threads = 2;            // image loader threads (file reads, .npy -> PNG)
+  int prefetch_batches = 2;   // image batches loaded ahead of the encoder
+  int64_t chunk_size = 2048;  // samples per chunk (the unit of progress persistence)
   int64_t max_image_bytes = int64_t{64} << 20;  // larger image files are skipped
-  bool keep_scores = false;     // fill EvalResult::scores (always on for the leaderboard)
+  bool keep_scores = false;  // fill EvalResult::scores (always on for the leaderboard)
   // Called with (samples done, total samples) as work progresses; from the calling thread.
   std::function<void(int64_t, int64_t)> progress;
   // Checked between batches; when it becomes true Evaluate returns Cancelled.

@@ -117,8 +117,8 @@ absl::StatusOr<GeneratedBenchmark> GenerateBenchmark(const GeneratorOptions& opt
   for (const auto& s : options.subsets) {
     const auto& all = GeneratorSubsets();
     if (std::find(all.begin(), all.end(), s) == all.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown subset '", s, "'; expected one of ",
-                                                     absl::StrJoin(all, ", ")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown subset '", s, "'; expected one of ", absl::StrJoin(all, ", ")));
     }
   }
   EQSIM_ASSIGN_OR_RETURN(FashionMnist data,

@@ -52,10 +52,10 @@ struct GeneratorOptions {
 
 struct GeneratedBenchmark {
   std::string out_dir;
-  std::string winoground_jsonl;                 // path
-  std::vector<std::string> subset_lists;        // paths, one per subset, in subset order
-  std::string leaderboard_json;                 // path
-  std::string scenes_json;                      // path
+  std::string winoground_jsonl;           // path
+  std::vector<std::string> subset_lists;  // paths, one per subset, in subset order
+  std::string leaderboard_json;           // path
+  std::string scenes_json;                // path
   int64_t samples = 0;
 };
 

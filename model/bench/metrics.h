@@ -29,8 +29,8 @@ bool ScoreCaptionFoil(float caption, float foil);
 // Counts for one subset (or overall). Scores are fractions of `samples`; 0 when empty.
 struct SubsetMetrics {
   std::string subset;
-  int64_t samples = 0;   // scored samples
-  int64_t skipped = 0;   // not scored (missing / unreadable image or caption)
+  int64_t samples = 0;  // scored samples
+  int64_t skipped = 0;  // not scored (missing / unreadable image or caption)
   int64_t text_correct = 0;
   int64_t image_correct = 0;
   int64_t group_correct = 0;

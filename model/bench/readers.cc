@@ -83,8 +83,9 @@ absl::StatusOr<std::string> CleanRelative(const std::string& relative, const std
   for (absl::string_view part : absl::StrSplit(relative, '/')) {
     if (part.empty() || part == ".") continue;
     if (part == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " ", Quote(relative), ": '..' is refused; the path must stay under the image root"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", Quote(relative),
+                       ": '..' is refused; the path must stay under the image root"));
     }
     parts.emplace_back(part);
   }
@@ -105,9 +106,8 @@ absl::StatusOr<std::string> RealPath(const std::string& path) {
 
 bool IsUnder(const std::string& real, const std::string& root_real) {
   if (root_real == "/") return true;
-  return real == root_real ||
-         (absl::StartsWith(real, root_real) && real.size() > root_real.size() &&
-          real[root_real.size()] == '/');
+  return real == root_real || (absl::StartsWith(real, root_real) &&
+                               real.size() > root_real.size() && real[root_real.size()] == '/');
 }
 
 // Resolves image paths under one root, caching the outcome per relative path.
@@ -119,12 +119,10 @@ class Confiner {
     }
     struct stat st;
     if (stat(root.c_str(), &st) != 0) {
-      return absl::NotFoundError(
-          absl::StrCat(what, " ", Quote(root), ": ", std::strerror(errno)));
+      return absl::NotFoundError(absl::StrCat(what, " ", Quote(root), ": ", std::strerror(errno)));
     }
     if (!S_ISDIR(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " ", Quote(root), ": not a directory"));
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", Quote(root), ": not a directory"));
     }
     Confiner c;
     c.root_ = root;
@@ -209,13 +207,12 @@ absl::StatusOr<std::string> FirstStringField(const Json& obj, const char* field,
   EQSIM_ASSIGN_OR_RETURN(const Json* v, Field(obj, field, ctx));
   if (v->is_string()) return v->get<std::string>();
   if (!v->is_array()) {
-    return ctx.FieldError(field,
-                          absl::StrCat("expected a list of strings, got ", TypeName(*v)));
+    return ctx.FieldError(field, absl::StrCat("expected a list of strings, got ", TypeName(*v)));
   }
   if (v->empty()) return ctx.FieldError(field, "expected a list of strings, got an empty list");
   if (!(*v)[0].is_string()) {
-    return ctx.FieldError(field, absl::StrCat("expected a list of strings, element 0 is ",
-                                              TypeName((*v)[0])));
+    return ctx.FieldError(
+        field, absl::StrCat("expected a list of strings, element 0 is ", TypeName((*v)[0])));
   }
   return (*v)[0].get<std::string>();
 }
@@ -257,8 +254,8 @@ class Builder {
   }
 
   // Resolves one image; a missing file sets sample->skip_reason.
-  absl::Status AddImage(const Confiner& confiner, const std::string& rel,
-                        const char* role, const Ctx& ctx, Sample* sample) {
+  absl::Status AddImage(const Confiner& confiner, const std::string& rel, const char* role,
+                        const Ctx& ctx, Sample* sample) {
     ImageRef ref;
     ref.annotation = rel;
     ref.is_npy_bgr = HasNpyExtension(rel);
@@ -283,9 +280,9 @@ class Builder {
 
   absl::StatusOr<Benchmark> Finish() {
     if (bench_.samples.empty() && !options_.subsets.empty() && bench_.entries_in_file > 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          bench_.annotation_path, ": no entry belongs to the requested subsets (",
-          absl::StrJoin(options_.subsets, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(bench_.annotation_path, ": no entry belongs to the requested subsets (",
+                       absl::StrJoin(options_.subsets, ", "), ")"));
     }
     return std::move(bench_);
   }
@@ -362,11 +359,13 @@ absl::StatusOr<Benchmark> ReadWinoground(std::string_view content, const std::st
     ++line_no;
     if (absl::StripAsciiWhitespace(line).empty()) continue;
     Ctx ctx{&name, entry, absl::StrCat("line ", line_no)};
-    auto parsed = ParseJson(std::string_view(line.data(), line.size()), absl::StrCat(name, ": line ", line_no));
+    auto parsed = ParseJson(std::string_view(line.data(), line.size()),
+                            absl::StrCat(name, ": line ", line_no));
     if (!parsed.ok()) return parsed.status();
     const Json& obj = *parsed;
     if (!obj.is_object()) return ctx.Error(absl::StrCat("expected an object, got ", TypeName(obj)));
-    if (obj.contains("id")) ctx.locator = absl::StrCat("line ", line_no, ", id ", IdString(obj["id"]));
+    if (obj.contains("id"))
+      ctx.locator = absl::StrCat("line ", line_no, ", id ", IdString(obj["id"]));
     std::string subset = "all";
     if (auto it = obj.find("collapsed_tag"); it != obj.end() && !it->is_null()) {
       if (!it->is_string()) {
@@ -396,9 +395,9 @@ absl::StatusOr<Benchmark> ReadWinoground(std::string_view content, const std::st
 absl::StatusOr<Benchmark> ReadEqbenPairs(const Json& root, const std::string& name,
                                          const ReadOptions& options) {
   if (!root.is_array()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": expected a JSON list of {image0, image1, caption0, caption1}, got ",
-        TypeName(root)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected a JSON list of {image0, image1, caption0, caption1}, got ",
+                     TypeName(root)));
   }
   EQSIM_ASSIGN_OR_RETURN(Confiner confiner, Confiner::Create(options.image_root, "image root"));
   Builder b(BenchmarkFormat::kEqbenPairs, name, options);
@@ -419,9 +418,9 @@ absl::StatusOr<Benchmark> ReadEqbenPairs(const Json& root, const std::string& na
 absl::StatusOr<Benchmark> ReadEqbenVideo(const Json& root, const std::string& name,
                                          const ReadOptions& options, bool ag) {
   if (!root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": expected a JSON object mapping video ids to ",
-        ag ? "subject maps" : "lists of pairs", ", got ", TypeName(root)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected a JSON object mapping video ids to ",
+                     ag ? "subject maps" : "lists of pairs", ", got ", TypeName(root)));
   }
   EQSIM_ASSIGN_OR_RETURN(Confiner confiner, Confiner::Create(options.image_root, "image root"));
   Builder b(ag ? BenchmarkFormat::kEqbenAg : BenchmarkFormat::kEqbenVideo, name, options);
@@ -467,8 +466,8 @@ absl::StatusOr<Benchmark> ReadEqbenVideo(const Json& root, const std::string& na
 absl::StatusOr<Benchmark> ReadLeaderboard(const Json& root, const std::string& name,
                                           const ReadOptions& options) {
   if (!root.is_array()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": expected a JSON list of {image, caption}, got ", TypeName(root)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected a JSON list of {image, caption}, got ", TypeName(root)));
   }
   EQSIM_ASSIGN_OR_RETURN(Confiner confiner, Confiner::Create(options.image_root, "image root"));
   Builder b(BenchmarkFormat::kEqbenLeaderboard, name, options);
@@ -483,7 +482,8 @@ absl::StatusOr<Benchmark> ReadLeaderboard(const Json& root, const std::string& n
     absl::string_view rel = image;
     while (!rel.empty() && rel[0] == '.' && rel.size() > 1 && rel[1] == '/') rel.remove_prefix(2);
     const size_t slash = rel.find('/');
-    std::string subset = slash == absl::string_view::npos ? "all" : std::string(rel.substr(0, slash));
+    std::string subset =
+        slash == absl::string_view::npos ? "all" : std::string(rel.substr(0, slash));
     if (!b.Want(subset)) continue;
     Sample s;
     s.subset = subset;
@@ -510,7 +510,8 @@ absl::StatusOr<Benchmark> ReadValse(const Json& root, const std::string& name,
   }
   for (const auto& [dataset, dir] : options.image_roots) {
     EQSIM_ASSIGN_OR_RETURN(
-        Confiner c, Confiner::Create(dir, absl::StrCat("image root of VALSE source ", Quote(dataset))));
+        Confiner c,
+        Confiner::Create(dir, absl::StrCat("image root of VALSE source ", Quote(dataset))));
     confiners.emplace(dataset, std::move(c));
   }
   Builder b(BenchmarkFormat::kValse, name, options);
@@ -523,8 +524,9 @@ absl::StatusOr<Benchmark> ReadValse(const Json& root, const std::string& name,
     if (!options.valse_all) {
       auto mt = obj.find("mturk");
       if (mt == obj.end() || mt->is_null()) {
-        return ctx.FieldError("mturk", "missing (the validity filter mturk.caption >= 2 needs it; "
-                                       "score every entry with valse_all / --valse-all)");
+        return ctx.FieldError("mturk",
+                              "missing (the validity filter mturk.caption >= 2 needs it; "
+                              "score every entry with valse_all / --valse-all)");
       }
       if (!mt->is_object()) {
         return ctx.FieldError("mturk", absl::StrCat("expected an object, got ", TypeName(*mt)));
@@ -532,9 +534,9 @@ absl::StatusOr<Benchmark> ReadValse(const Json& root, const std::string& name,
       auto cap = mt->find("caption");
       if (cap == mt->end() || !cap->is_number()) {
         return ctx.FieldError("mturk.caption",
-                              cap == mt->end() ? std::string("missing")
-                                               : absl::StrCat("expected a number, got ",
-                                                              TypeName(*cap)));
+                              cap == mt->end()
+                                  ? std::string("missing")
+                                  : absl::StrCat("expected a number, got ", TypeName(*cap)));
       }
       if (cap->get<double>() < 2) {
         b.CountFiltered();
@@ -552,10 +554,10 @@ absl::StatusOr<Benchmark> ReadValse(const Json& root, const std::string& name,
     } else if (default_confiner.has_value()) {
       confiner = &*default_confiner;
     } else {
-      return ctx.FieldError("dataset", absl::StrCat("no image root for source dataset ",
-                                                    Quote(dataset),
-                                                    " (give image_roots / --valse-root ", dataset,
-                                                    "=DIR, or an image root for all sources)"));
+      return ctx.FieldError("dataset",
+                            absl::StrCat("no image root for source dataset ", Quote(dataset),
+                                         " (give image_roots / --valse-root ", dataset,
+                                         "=DIR, or an image root for all sources)"));
     }
     Sample s;
     s.subset = subset;
@@ -580,8 +582,9 @@ absl::StatusOr<BenchmarkFormat> ParseBenchmarkFormat(std::string_view name) {
   }
   std::vector<std::string> names;
   for (const auto& f : kFormatNames) names.push_back(f.name);
-  return absl::InvalidArgumentError(absl::StrCat("unknown benchmark format ", Quote(std::string(name)),
-                                                 "; expected one of ", absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(absl::StrCat("unknown benchmark format ",
+                                                 Quote(std::string(name)), "; expected one of ",
+                                                 absl::StrJoin(names, ", ")));
 }
 
 std::string BenchmarkFormatName(BenchmarkFormat format) {
@@ -626,8 +629,8 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path, int64_t max_b
     return absl::InvalidArgumentError(absl::StrCat(Quote(path), ": is a directory"));
   }
   if (st.st_size > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(Quote(path), ": ", st.st_size,
-                                                   " bytes, over the limit of ", max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(Quote(path), ": ", st.st_size, " bytes, over the limit of ", max_bytes));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -687,8 +690,7 @@ absl::StatusOr<Benchmark> ParseBenchmark(BenchmarkFormat format, std::string_vie
   }
 }
 
-absl::StatusOr<Benchmark> ReadBenchmark(BenchmarkFormat format,
-                                        const std::string& annotation_path,
+absl::StatusOr<Benchmark> ReadBenchmark(BenchmarkFormat format, const std::string& annotation_path,
                                         const ReadOptions& options) {
   auto content = ReadFileBytes(annotation_path, options.max_annotation_bytes);
   if (!content.ok()) {

@@ -69,13 +69,13 @@ struct ImageRef {
 
 struct Sample {
   std::string subset;
-  int64_t index = 0;      // entry index in the annotation file (0-based, file order, flattened
-                          // over nested maps; for JSON Lines the index of the non-blank line)
-  std::string key;        // human-readable locator: "id 17", "video 'abc', subject 'p1', item 2"
-  std::vector<ImageRef> images;        // see SampleKind
-  std::vector<std::string> captions;   // see SampleKind
-  std::string skip_reason;             // non-empty: an image is missing ("image1 'x.png': file
-                                       // not found"); the sample is not scored
+  int64_t index = 0;  // entry index in the annotation file (0-based, file order, flattened
+                      // over nested maps; for JSON Lines the index of the non-blank line)
+  std::string key;    // human-readable locator: "id 17", "video 'abc', subject 'p1', item 2"
+  std::vector<ImageRef> images;       // see SampleKind
+  std::vector<std::string> captions;  // see SampleKind
+  std::string skip_reason;            // non-empty: an image is missing ("image1 'x.png': file
+                                      // not found"); the sample is not scored
 };
 
 struct SkippedEntry {
@@ -88,9 +88,9 @@ struct Benchmark {
   BenchmarkFormat format = BenchmarkFormat::kUnspecified;
   SampleKind kind = SampleKind::kPair;
   std::string annotation_path;
-  std::vector<Sample> samples;    // after subset / limit / VALSE-validity filtering
-  int64_t entries_in_file = 0;    // all entries the file holds
-  int64_t filtered_out = 0;       // dropped by subsets, limit or the VALSE validity filter
+  std::vector<Sample> samples;       // after subset / limit / VALSE-validity filtering
+  int64_t entries_in_file = 0;       // all entries the file holds
+  int64_t filtered_out = 0;          // dropped by subsets, limit or the VALSE validity filter
   std::vector<std::string> subsets;  // in order of first appearance among `samples`
 };
 
@@ -115,8 +115,7 @@ struct ReadOptions {
   int64_t max_annotation_bytes = int64_t{2} << 30;
 };
 
-absl::StatusOr<Benchmark> ReadBenchmark(BenchmarkFormat format,
-                                        const std::string& annotation_path,
+absl::StatusOr<Benchmark> ReadBenchmark(BenchmarkFormat format, const std::string& annotation_path,
                                         const ReadOptions& options);
 
 // Parses an annotation already in memory (`name` is used in messages as the file name).

@@ -17,9 +17,9 @@
 namespace eqsim {
 namespace {
 
+using ::eqsim::testing::KeepScores;
 using ::eqsim::testing::kPython;
 using ::eqsim::testing::RootOpts;
-using ::eqsim::testing::KeepScores;
 using ::eqsim::testing::TempDir;
 using ::eqsim::testing::WriteFile;
 using ::testing::HasSubstr;
@@ -54,7 +54,8 @@ class FakeSource : public EmbeddingSource {
     ++text_calls;
     Matrix m(static_cast<int64_t>(texts.size()), kDim);
     for (size_t i = 0; i < texts.size(); ++i) {
-      if (texts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("text ", i, ": text is empty"));
+      if (texts[i].empty())
+        return absl::InvalidArgumentError(absl::StrCat("text ", i, ": text is empty"));
       ++text_counts[texts[i]];
       std::string concept_name = texts[i].substr(0, texts[i].find('|'));
       Fill(concept_name, m.row(i));
@@ -103,8 +104,7 @@ Benchmark MakePairs(const TempDir& dir, int n) {
   }
   json += "]";
   WriteFile(dir / "pairs.json", json);
-  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "pairs.json",
-                         RootOpts(dir / "img"));
+  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "pairs.json", RootOpts(dir / "img"));
   EXPECT_TRUE(b.ok()) << b.status();
   return *std::move(b);
 }
@@ -232,7 +232,8 @@ TEST(EvaluatorTest, ResumeFromChunksGivesIdenticalResults) {
             "resumed chunk 0 [0, 10) with 40 scores does not fit this benchmark (45 samples, "
             "chunk size 7, 4 scores per sample)");
   all.pop_back();
-  EXPECT_EQ(AggregateChunks(b, all, true).status().message(), "chunk results cover 40 of 45 samples");
+  EXPECT_EQ(AggregateChunks(b, all, true).status().message(),
+            "chunk results cover 40 of 45 samples");
 }
 
 TEST(EvaluatorTest, UnreadableItemsSkipOnlyTheirSamples) {
@@ -249,8 +250,7 @@ TEST(EvaluatorTest, UnreadableItemsSkipOnlyTheirSamples) {
     {"image0": "big.png", "image1": "a.png", "caption0": "b", "caption1": "a"},
     {"image0": "b.png", "image1": "a.png", "caption0": "b", "caption1": "a"}
   ])");
-  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "pairs.json",
-                         RootOpts(dir / "img"));
+  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "pairs.json", RootOpts(dir / "img"));
   ASSERT_TRUE(b.ok()) << b.status();
   FakeSource src;
   EvalOptions opts;
@@ -315,8 +315,8 @@ TEST(EvaluatorTest, ValseAndLeaderboardScoreFilesRoundTripThroughNumpy) {
     {"image": "eqbensd/missing.png", "caption": "cat"},
     {"image": "eqbensd/y.png", "caption": "dog"}
   ])");
-  auto b = ReadBenchmark(BenchmarkFormat::kEqbenLeaderboard, dir / "lb.json",
-                         RootOpts(dir / "img"));
+  auto b =
+      ReadBenchmark(BenchmarkFormat::kEqbenLeaderboard, dir / "lb.json", RootOpts(dir / "img"));
   ASSERT_TRUE(b.ok()) << b.status();
   FakeSource src;
   auto r = Evaluate(*b, src, EvalOptions{});
@@ -335,33 +335,32 @@ TEST(EvaluatorTest, ValseAndLeaderboardScoreFilesRoundTripThroughNumpy) {
       "print(' '.join('nan' if math.isnan(v) else '%.6f' % v for v in a.tolist()))\n";
   WriteFile(dir / "check.py", script);
   std::string out;
-  ASSERT_EQ(::eqsim::testing::Run(std::string(kPython) + " " + (dir / "check.py") + " " +
-                                      (dir / "scores.npy"),
-                                  &out),
+  ASSERT_EQ(::eqsim::testing::RunShell(
+                std::string(kPython) + " " + (dir / "check.py") + " " + (dir / "scores.npy"), &out),
             0)
       << out;
   const float noisy = 3.0f / std::sqrt(9.0f + 0.75f * 0.75f);  // cos with 0.25*3 off-axis
-  EXPECT_EQ(out, absl::StrCat("1.000000 0.000000 ", absl::StrFormat("%.6f", noisy),
-                              " nan 0.000000\n"));
+  EXPECT_EQ(out,
+            absl::StrCat("1.000000 0.000000 ", absl::StrFormat("%.6f", noisy), " nan 0.000000\n"));
 
   // VALSE: [N, 2] = s(caption), s(foil).
-  WriteFile(dir / "valse.json",
-            R"({"1": {"dataset": "d", "linguistic_phenomena": "counting", "image_file": "eqbenag/x.png",
+  WriteFile(
+      dir / "valse.json",
+      R"({"1": {"dataset": "d", "linguistic_phenomena": "counting", "image_file": "eqbenag/x.png",
                       "caption": "dog", "foil": "cat", "mturk": {"caption": 3}},
                 "2": {"dataset": "d", "linguistic_phenomena": "counting", "image_file": "eqbenag/x.png",
                       "caption": "cat", "foil": "dog", "mturk": {"caption": 2}}})");
-  auto v = ReadBenchmark(BenchmarkFormat::kValse, dir / "valse.json",
-                         RootOpts(dir / "img"));
+  auto v = ReadBenchmark(BenchmarkFormat::kValse, dir / "valse.json", RootOpts(dir / "img"));
   ASSERT_TRUE(v.ok()) << v.status();
   auto vr = Evaluate(*v, src, KeepScores());
   ASSERT_TRUE(vr.ok()) << vr.status();
   EXPECT_DOUBLE_EQ(vr->overall.pairwise_accuracy(), 0.5);
   ASSERT_TRUE(WriteScoresNpy(dir / "valse.npy", vr->kind, vr->scores).ok());
-  ASSERT_EQ(::eqsim::testing::Run(std::string(kPython) +
-                                      " -c \"import numpy as np,sys; a=np.load(sys.argv[1]); "
-                                      "print(a.shape, a.tolist())\" " +
-                                      (dir / "valse.npy"),
-                                  &out),
+  ASSERT_EQ(::eqsim::testing::RunShell(std::string(kPython) +
+                                           " -c \"import numpy as np,sys; a=np.load(sys.argv[1]); "
+                                           "print(a.shape, a.tolist())\" " +
+                                           (dir / "valse.npy"),
+                                       &out),
             0);
   EXPECT_EQ(out, "(2, 2) [[1.0, 0.0], [0.0, 1.0]]\n");
 }

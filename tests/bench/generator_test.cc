@@ -76,8 +76,8 @@ FashionMnist* GeneratorTest::data_ = nullptr;
 
 TEST_F(GeneratorTest, WinogroundAndKubricLayoutsAgree) {
   ASSERT_EQ(gen_->samples, 4 * kPerSubset);
-  auto wino = ReadBenchmark(BenchmarkFormat::kWinoground, gen_->winoground_jsonl,
-                            RootOpts(gen_->out_dir));
+  auto wino =
+      ReadBenchmark(BenchmarkFormat::kWinoground, gen_->winoground_jsonl, RootOpts(gen_->out_dir));
   ASSERT_TRUE(wino.ok()) << wino.status();
   ASSERT_EQ(wino->samples.size(), static_cast<size_t>(4 * kPerSubset));
   EXPECT_THAT(wino->subsets, ::testing::ElementsAre("location", "attribute", "counting", "object"));
@@ -184,7 +184,8 @@ TEST_F(GeneratorTest, DeterministicFromTheSeed) {
   opts.seed = 11;
   ASSERT_TRUE(GenerateBenchmark(opts).ok());
   EXPECT_EQ(ReadFile(again / "annotations/winoground.jsonl"), ReadFile(gen_->winoground_jsonl));
-  EXPECT_EQ(ReadFile(again / "location/00003_1.png"), ReadFile(gen_->out_dir + "/location/00003_1.png"));
+  EXPECT_EQ(ReadFile(again / "location/00003_1.png"),
+            ReadFile(gen_->out_dir + "/location/00003_1.png"));
   opts.out_dir = other.path();
   opts.seed = 12;
   ASSERT_TRUE(GenerateBenchmark(opts).ok());
@@ -227,8 +228,8 @@ class BagOfWordsSource : public EmbeddingSource {
 };
 
 TEST_F(GeneratorTest, BagOfWordsModelCannotSeparateLocationPairs) {
-  auto wino = ReadBenchmark(BenchmarkFormat::kWinoground, gen_->winoground_jsonl,
-                            RootOpts(gen_->out_dir));
+  auto wino =
+      ReadBenchmark(BenchmarkFormat::kWinoground, gen_->winoground_jsonl, RootOpts(gen_->out_dir));
   ASSERT_TRUE(wino.ok()) << wino.status();
   BagOfWordsSource bow;
   EvalOptions opts;

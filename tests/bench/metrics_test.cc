@@ -61,7 +61,7 @@ TEST(ScorePairTest, EachClauseCanFailAloneExact) {
 
 TEST(ScorePairTest, TiesAreWrong) {
   // A tie in every single comparison in turn.
-  EXPECT_FALSE(Score(0.5f, 0.1f, 0.5f, 0.8f).text);   // c0i0 == c1i0
+  EXPECT_FALSE(Score(0.5f, 0.1f, 0.5f, 0.8f).text);  // c0i0 == c1i0
   EXPECT_TRUE(Score(0.5f, 0.1f, 0.5f, 0.8f).image);
   EXPECT_FALSE(Score(0.9f, 0.8f, 0.1f, 0.8f).text);  // c1i1 == c0i1
   EXPECT_TRUE(Score(0.9f, 0.8f, 0.1f, 0.8f).image);  // .9 > .8 and .8 > .1

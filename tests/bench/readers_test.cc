@@ -12,9 +12,9 @@
 namespace eqsim {
 namespace {
 
+using ::eqsim::testing::KeepScores;
 using ::eqsim::testing::kPython;
 using ::eqsim::testing::RootOpts;
-using ::eqsim::testing::KeepScores;
 using ::eqsim::testing::TempDir;
 using ::eqsim::testing::WriteFile;
 using ::testing::ElementsAre;
@@ -42,8 +42,8 @@ TEST(FormatTest, ParseNames) {
   EXPECT_EQ(ParseBenchmarkFormat("coco").status().message(),
             "unknown benchmark format 'coco'; expected one of winoground, eqben-pairs, "
             "eqben-video, eqben-ag, eqben-leaderboard, valse");
-  for (auto f : {BenchmarkFormat::kWinoground, BenchmarkFormat::kValse,
-                 BenchmarkFormat::kEqbenAg}) {
+  for (auto f :
+       {BenchmarkFormat::kWinoground, BenchmarkFormat::kValse, BenchmarkFormat::kEqbenAg}) {
     EXPECT_EQ(*ParseBenchmarkFormat(BenchmarkFormatName(f)), f);
   }
   // Numeric values mirror eqsim.v1.BenchmarkFormat.
@@ -100,7 +100,8 @@ TEST(WinogroundTest, Errors) {
                  "\n{\"id\": 1, \"caption_0\": \"x\", \"caption_1\": \"y\", \"image_0\": \"a\", "
                  "\"image_1\": \"b\"}\n{oops\n");
   ASSERT_FALSE(b.ok());
-  EXPECT_THAT(std::string(b.status().message()), HasSubstr(dir / "w.jsonl" + ": line 3: not valid JSON"));
+  EXPECT_THAT(std::string(b.status().message()),
+              HasSubstr(dir / "w.jsonl" + ": line 3: not valid JSON"));
 }
 
 TEST(EqbenPairsTest, ListLayoutAndSubsetFromFileName) {
@@ -175,11 +176,11 @@ TEST(EqbenVideoTest, YouCook2NpyFramesAreBgr) {
       "np.save(sys.argv[1], a)\n";
   WriteFile(dir / "make.py", script);
   ::eqsim::testing::MakeDirs(dir / "img/yc");
-  ASSERT_EQ(::eqsim::testing::Run(std::string(kPython) + " " + (dir / "make.py") + " " +
-                                  (dir / "img/yc/f0.npy")),
+  ASSERT_EQ(::eqsim::testing::RunShell(std::string(kPython) + " " + (dir / "make.py") + " " +
+                                       (dir / "img/yc/f0.npy")),
             0);
-  ASSERT_EQ(::eqsim::testing::Run(std::string(kPython) + " " + (dir / "make.py") + " " +
-                                  (dir / "img/yc/f1.npy")),
+  ASSERT_EQ(::eqsim::testing::RunShell(std::string(kPython) + " " + (dir / "make.py") + " " +
+                                       (dir / "img/yc/f1.npy")),
             0);
   const std::string json = R"({"vid": [{"image0": "yc/f0.npy", "image1": "yc/f1.npy",
                                         "caption0": "add salt", "caption1": "add pepper"}]})";
@@ -354,7 +355,8 @@ TEST(PathTest, EscapesAreRefused) {
             "image0 '" + (dir / "secret.png") +
                 "': absolute paths are refused; paths must be relative to the image root");
   e = ResolveConfinedPath(root, "link.png", "image0");
-  EXPECT_THAT(std::string(e.status().message()), HasSubstr("image0 'link.png': resolves outside the image root"));
+  EXPECT_THAT(std::string(e.status().message()),
+              HasSubstr("image0 'link.png': resolves outside the image root"));
   e = ResolveConfinedPath(root, "updir/secret.png", "image0");
   EXPECT_THAT(std::string(e.status().message()), HasSubstr("resolves outside the image root"));
   e = ResolveConfinedPath(root, "updir/missing.png", "image0");  // escape even when missing
@@ -365,8 +367,7 @@ TEST(PathTest, EscapesAreRefused) {
   // Through a reader: the whole benchmark is refused, naming entry and field.
   WriteFile(dir / "p.json", R"([{"image0": "in.png", "image1": "link.png", "caption0": "a",
                                  "caption1": "b"}])");
-  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json",
-                         RootOpts(root));
+  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json", RootOpts(root));
   ASSERT_FALSE(b.ok());
   EXPECT_THAT(std::string(b.status().message()),
               HasSubstr(dir / "p.json" + ": entry 0: field 'image1' 'link.png': resolves outside"));
@@ -374,25 +375,22 @@ TEST(PathTest, EscapesAreRefused) {
 
 TEST(ReaderTest, MissingFilesAndRoots) {
   TempDir dir;
-  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "nope.json",
-                         RootOpts(dir.path()));
+  auto b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "nope.json", RootOpts(dir.path()));
   EXPECT_EQ(b.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(b.status().message(),
             "annotation file '" + (dir / "nope.json") + "': No such file or directory");
   WriteFile(dir / "p.json", "[]");
-  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json",
-                    RootOpts(dir / "nothere"));
+  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json", RootOpts(dir / "nothere"));
   EXPECT_EQ(b.status().message(),
             "image root '" + (dir / "nothere") + "': No such file or directory");
   b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json", ReadOptions{});
   EXPECT_EQ(b.status().message(), "image root is not set");
-  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json",
-                    RootOpts(dir / "p.json"));
+  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "p.json", RootOpts(dir / "p.json"));
   EXPECT_EQ(b.status().message(), "image root '" + (dir / "p.json") + "': not a directory");
   WriteFile(dir / "bad.json", "[{\"image0\": ");
-  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "bad.json",
-                    RootOpts(dir.path()));
-  EXPECT_THAT(std::string(b.status().message()), HasSubstr(dir / "bad.json" + ": not valid JSON: "));
+  b = ReadBenchmark(BenchmarkFormat::kEqbenPairs, dir / "bad.json", RootOpts(dir.path()));
+  EXPECT_THAT(std::string(b.status().message()),
+              HasSubstr(dir / "bad.json" + ": not valid JSON: "));
 }
 
 }  // namespace

@@ -65,7 +65,7 @@ inline std::string ReadFile(const std::string& path) {
 }
 
 // Runs a shell command, returns its exit status and stdout.
-inline int Run(const std::string& cmd, std::string* out = nullptr) {
+inline int RunShell(const std::string& cmd, std::string* out = nullptr) {
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   std::string result;
