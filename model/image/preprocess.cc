@@ -274,17 +274,20 @@ struct Coeffs {
   std::vector<int32_t> k;   // out_size * ksize, fixed point
 };
 
-Coeffs PrecomputeCoeffs(int in_size, int out_size) {
+// Coefficients of output pixels [first, first + count) of an in_size -> out_size resize.
+// Each output pixel's taps depend only on its index, so a crop of the output can be computed
+// without the rest (out_size may be huge for extreme aspect ratios: only the crop is built).
+Coeffs PrecomputeCoeffs(int in_size, int64_t out_size, int first, int count) {
   Coeffs c;
-  const double scale = static_cast<double>(in_size) / out_size;
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filterscale = std::max(scale, 1.0);
   const double support = 2.0 * filterscale;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  c.bounds.resize(out_size * 2);
-  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  c.bounds.resize(static_cast<size_t>(count) * 2);
+  c.k.assign(static_cast<size_t>(count) * c.ksize, 0);
   std::vector<double> kk(c.ksize);
-  for (int xx = 0; xx < out_size; ++xx) {
-    const double center = (xx + 0.5) * scale;
+  for (int i = 0; i < count; ++i) {
+    const double center = (static_cast<double>(first + i) + 0.5) * scale;
     const double ss = 1.0 / filterscale;
     int xmin = static_cast<int>(center - support + 0.5);
     if (xmin < 0) xmin = 0;
@@ -298,13 +301,13 @@ Coeffs PrecomputeCoeffs(int in_size, int out_size) {
       ww += w;
     }
     for (int x = 0; x < xmax; ++x) {
-      double v = ww != 0.0 ? kk[x] / ww : kk[x];
-      c.k[static_cast<size_t>(xx) * c.ksize + x] =
+      const double v = ww != 0.0 ? kk[x] / ww : kk[x];
+      c.k[static_cast<size_t>(i) * c.ksize + x] =
           v < 0 ? static_cast<int32_t>(-0.5 + v * (1 << kPrecisionBits))
                 : static_cast<int32_t>(0.5 + v * (1 << kPrecisionBits));
     }
-    c.bounds[xx * 2] = xmin;
-    c.bounds[xx * 2 + 1] = xmax;
+    c.bounds[i * 2] = xmin;
+    c.bounds[i * 2 + 1] = xmax;
   }
   return c;
 }
@@ -315,9 +318,10 @@ inline uint8_t Clip8(int32_t in) {
   return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-// src CV_8UC3 -> dst CV_8UC3 of dst_w x src.rows (rows [y0, y0 + rows) of src).
-cv::Mat ResampleHorizontal(const cv::Mat& src, int dst_w, int y0, int rows) {
-  const Coeffs c = PrecomputeCoeffs(src.cols, dst_w);
+// Rows [y0, y0 + rows) of src, horizontally resampled with `c` (one output column per
+// coefficient set).
+cv::Mat ResampleHorizontal(const cv::Mat& src, const Coeffs& c, int y0, int rows) {
+  const int dst_w = static_cast<int>(c.bounds.size() / 2);
   cv::Mat dst(rows, dst_w, CV_8UC3);
   for (int y = 0; y < rows; ++y) {
     const uint8_t* in = src.ptr<uint8_t>(y0 + y);
@@ -340,8 +344,9 @@ cv::Mat ResampleHorizontal(const cv::Mat& src, int dst_w, int y0, int rows) {
   return dst;
 }
 
-// Vertical pass with precomputed coeffs whose bounds are relative to src's first row.
-cv::Mat ResampleVertical(const cv::Mat& src, const Coeffs& c, int dst_h, int row_shift) {
+// Vertical pass; the coefficients' row bounds are relative to src row `row_shift`.
+cv::Mat ResampleVertical(const cv::Mat& src, const Coeffs& c, int row_shift) {
+  const int dst_h = static_cast<int>(c.bounds.size() / 2);
   cv::Mat dst(dst_h, src.cols, CV_8UC3);
   const int w3 = src.cols * 3;
   std::vector<int32_t> acc(w3);
@@ -362,23 +367,29 @@ cv::Mat ResampleVertical(const cv::Mat& src, const Coeffs& c, int dst_h, int row
 
 }  // namespace
 
-// PIL's Image.resize(..., BICUBIC) for RGB images, bit-exact by construction (same algorithm
-// and fixed-point arithmetic). Exposed through ImagePreprocessor only.
-cv::Mat PilBicubicResize(const cv::Mat& rgb8, int out_w, int out_h) {
-  if (rgb8.cols == out_w && rgb8.rows == out_h) return rgb8.clone();
+cv::Mat PilBicubicResizeCrop(const cv::Mat& rgb8, int64_t out_w, int64_t out_h, cv::Rect crop) {
   const bool need_h = out_w != rgb8.cols;
   const bool need_v = out_h != rgb8.rows;
   Coeffs vert;
-  int first = 0, last = rgb8.rows;
+  int first = crop.y, last = crop.y + crop.height;  // source rows the result depends on
   if (need_v) {
-    vert = PrecomputeCoeffs(rgb8.rows, out_h);
+    vert = PrecomputeCoeffs(rgb8.rows, out_h, crop.y, crop.height);
     first = vert.bounds[0];
-    last = vert.bounds[out_h * 2 - 2] + vert.bounds[out_h * 2 - 1];
+    last = vert.bounds[crop.height * 2 - 2] + vert.bounds[crop.height * 2 - 1];
   }
-  cv::Mat tmp = need_h ? ResampleHorizontal(rgb8, out_w, first, last - first)
-                       : rgb8.rowRange(first, last);
-  if (!need_v) return need_h ? tmp : tmp.clone();
-  return ResampleVertical(tmp, vert, out_h, first);
+  cv::Mat tmp;
+  if (need_h) {
+    tmp = ResampleHorizontal(rgb8, PrecomputeCoeffs(rgb8.cols, out_w, crop.x, crop.width), first,
+                             last - first);
+  } else {
+    tmp = rgb8(cv::Range(first, last), cv::Range(crop.x, crop.x + crop.width));
+  }
+  if (!need_v) return tmp.clone();
+  return ResampleVertical(tmp, vert, first);
+}
+
+cv::Mat PilBicubicResize(const cv::Mat& rgb8, int out_w, int out_h) {
+  return PilBicubicResizeCrop(rgb8, out_w, out_h, cv::Rect(0, 0, out_w, out_h));
 }
 
 std::string SniffImageFormat(std::string_view b) {
@@ -585,19 +596,25 @@ ImageTensor ImagePreprocessor::FromRgb(const cv::Mat& input) const {
   const int s = size_;
   cv::Mat out;
   if (recipe_ == config::ImagePreprocess::CLIP) {
-    const int w = rgb.cols, h = rgb.rows;
-    const int shortside = std::min(w, h), longside = std::max(w, h);
-    cv::Mat resized = rgb;
+    const int64_t w = rgb.cols, h = rgb.rows;
+    const int64_t shortside = std::min(w, h), longside = std::max(w, h);
+    // torchvision Resize(int): short side to s, long side int(s * long / short).
+    int64_t nw = w, nh = h;
     if (shortside != s) {
-      const int new_long = static_cast<int>(static_cast<double>(s) * longside / shortside);
-      const int nw = w <= h ? s : new_long;
-      const int nh = w <= h ? new_long : s;
-      resized = PilBicubicResize(rgb, nw, nh);
+      const auto new_long = static_cast<int64_t>(static_cast<double>(s) * longside / shortside);
+      nw = w <= h ? s : new_long;
+      nh = w <= h ? new_long : s;
     }
     // torchvision CenterCrop: offsets int(round((in - out) / 2.0)), Python rounding (half even).
-    const int top = static_cast<int>(std::nearbyint((resized.rows - s) / 2.0));
-    const int left = static_cast<int>(std::nearbyint((resized.cols - s) / 2.0));
-    out = resized(cv::Rect(left, top, s, s));
+    const int top = static_cast<int>(std::nearbyint((nh - s) / 2.0));
+    const int left = static_cast<int>(std::nearbyint((nw - s) / 2.0));
+    if (shortside == s) {
+      out = rgb(cv::Rect(left, top, s, s));
+    } else {
+      // Only the crop is resampled: identical pixels, less work, and no huge intermediate
+      // for extreme aspect ratios (a 20000 x 2 strip would otherwise become 2240000 x 224).
+      out = PilBicubicResizeCrop(rgb, nw, nh, cv::Rect(left, top, s, s));
+    }
   } else {
     if (rgb.cols == s && rgb.rows == s) {
       out = rgb;

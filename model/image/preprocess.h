@@ -60,6 +60,9 @@ absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits
 // then vertical, 8-bit fixed-point with 22 fraction bits), which is what CLIP's torchvision
 // Resize runs. OpenCV's INTER_CUBIC differs (a = -0.75, no antialiasing).
 cv::Mat PilBicubicResize(const cv::Mat& rgb8, int out_w, int out_h);
+// The `crop` region (in output coordinates) of PilBicubicResize(rgb8, out_w, out_h), computed
+// without the rest of the output: bit-identical to resizing then cropping.
+cv::Mat PilBicubicResizeCrop(const cv::Mat& rgb8, int64_t out_w, int64_t out_h, cv::Rect crop);
 
 // Lossless PNG of an RGB CV_8UC3 image (channels are swapped to OpenCV's BGR internally).
 // Returns "" only if OpenCV fails to encode (not expected for CV_8UC3).

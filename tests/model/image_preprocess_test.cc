@@ -170,6 +170,33 @@ TEST(ClipRecipe, BicubicMatchesIndependentPilReference) {
   }
 }
 
+TEST(ClipRecipe, CropOfResizeIsBitIdentical) {
+  const cv::Mat rgb = SmoothRgb(301, 211);
+  std::mt19937 rng(3);
+  for (auto [ow, oh] : std::vector<std::pair<int, int>>{{150, 100}, {602, 422}, {301, 100}, {90, 211}}) {
+    const cv::Mat full = PilBicubicResize(rgb, ow, oh);
+    for (int t = 0; t < 5; ++t) {
+      const int x = static_cast<int>(rng() % ow), y = static_cast<int>(rng() % oh);
+      const cv::Rect r(x, y, 1 + static_cast<int>(rng() % (ow - x)), 1 + static_cast<int>(rng() % (oh - y)));
+      const cv::Mat crop = PilBicubicResizeCrop(rgb, ow, oh, r);
+      ASSERT_EQ(crop.size(), r.size());
+      EXPECT_EQ(cv::norm(crop, full(r), cv::NORM_INF), 0) << ow << "x" << oh << " " << r;
+    }
+  }
+}
+
+TEST(ClipRecipe, ExtremeAspectRatioNeedsNoHugeIntermediate) {
+  // 40000 x 2: a full resize would be 4480000 x 224 (3 GB); only the crop is computed.
+  cv::Mat strip(2, 40000, CV_8UC3);
+  for (int x = 0; x < 40000; ++x) strip.at<cv::Vec3b>(0, x) = strip.at<cv::Vec3b>(1, x) = cv::Vec3b::all(x * 255 / 39999);
+  const ImageTensor t = Make(config::ImagePreprocess::CLIP).FromRgb(strip);
+  ASSERT_EQ(t.width, 224);
+  for (int y = 1; y < 224; ++y) EXPECT_FLOAT_EQ(At(t, 0, y, 100), At(t, 0, 0, 100));
+  for (int x = 1; x < 224; ++x) EXPECT_GE(At(t, 1, 50, x), At(t, 1, 50, x - 1));
+  // The centre of a 0..255 ramp is mid-grey.
+  EXPECT_NEAR(Level(t, 0, 0, 112, kClipMean, kClipStd), 127.5, 1.0);
+}
+
 TEST(ClipRecipe, HandComputedDownscaleWeights) {
   // 8 -> 4 columns (factor 2): output column 0 has centre 1.0, support 4, taps x = 0..4 with
   // kernel arguments (x - 0.5) / 2 = -0.25, 0.25, 0.75, 1.25, 1.75.
