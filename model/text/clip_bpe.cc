@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <iterator>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -17,83 +18,23 @@ constexpr int kNumMerges = 49152 - 256 - 2;  // lines [1, 48894] of the merges f
 constexpr char kSotText[] = "<|startoftext|>";
 constexpr char kEotText[] = "<|endoftext|>";
 
-struct Entity {
+struct HtmlEntity {
   const char* name;
-  char32_t cp;
-  bool legacy;  // also accepted without ';' (HTML5 legacy entities)
+  char32_t cp1, cp2;  // cp2 = 0 for one-code-point entities
 };
 
-// Latin-1 entities, U+00A0..U+00FF in order; all are legacy.
-constexpr const char* kLatin1Names[96] = {
-    "nbsp",   "iexcl",  "cent",   "pound",  "curren", "yen",    "brvbar", "sect",
-    "uml",    "copy",   "ordf",   "laquo",  "not",    "shy",    "reg",    "macr",
-    "deg",    "plusmn", "sup2",   "sup3",   "acute",  "micro",  "para",   "middot",
-    "cedil",  "sup1",   "ordm",   "raquo",  "frac14", "frac12", "frac34", "iquest",
-    "Agrave", "Aacute", "Acirc",  "Atilde", "Auml",   "Aring",  "AElig",  "Ccedil",
-    "Egrave", "Eacute", "Ecirc",  "Euml",   "Igrave", "Iacute", "Icirc",  "Iuml",
-    "ETH",    "Ntilde", "Ograve", "Oacute", "Ocirc",  "Otilde", "Ouml",   "times",
-    "Oslash", "Ugrave", "Uacute", "Ucirc",  "Uuml",   "Yacute", "THORN",  "szlig",
-    "agrave", "aacute", "acirc",  "atilde", "auml",   "aring",  "aelig",  "ccedil",
-    "egrave", "eacute", "ecirc",  "euml",   "igrave", "iacute", "icirc",  "iuml",
-    "eth",    "ntilde", "ograve", "oacute", "ocirc",  "otilde", "ouml",   "divide",
-    "oslash", "ugrave", "uacute", "ucirc",  "uuml",   "yacute", "thorn",  "yuml"};
+#include "model/text/html_entities.inc"
 
-constexpr Entity kEntities[] = {
-    {"amp", '&', true}, {"lt", '<', true}, {"gt", '>', true}, {"quot", '"', true},
-    {"AMP", '&', true}, {"LT", '<', true}, {"GT", '>', true}, {"QUOT", '"', true},
-    {"COPY", 0xA9, true}, {"REG", 0xAE, true}, {"apos", '\'', false},
-    {"excl", '!', false}, {"num", '#', false}, {"dollar", '$', false}, {"percnt", '%', false},
-    {"lpar", '(', false}, {"rpar", ')', false}, {"ast", '*', false}, {"plus", '+', false},
-    {"comma", ',', false}, {"period", '.', false}, {"sol", '/', false}, {"colon", ':', false},
-    {"semi", ';', false}, {"equals", '=', false}, {"quest", '?', false}, {"commat", '@', false},
-    {"lsqb", '[', false}, {"bsol", '\\', false}, {"rsqb", ']', false}, {"Hat", '^', false},
-    {"lowbar", '_', false}, {"grave", '`', false}, {"lcub", '{', false}, {"verbar", '|', false},
-    {"vert", '|', false}, {"rcub", '}', false}, {"Tab", '\t', false}, {"NewLine", '\n', false},
-    {"OElig", 0x152, false}, {"oelig", 0x153, false}, {"Scaron", 0x160, false},
-    {"scaron", 0x161, false}, {"Yuml", 0x178, false}, {"fnof", 0x192, false},
-    {"circ", 0x2C6, false}, {"tilde", 0x2DC, false}, {"ensp", 0x2002, false},
-    {"emsp", 0x2003, false}, {"thinsp", 0x2009, false}, {"zwnj", 0x200C, false},
-    {"zwj", 0x200D, false}, {"lrm", 0x200E, false}, {"rlm", 0x200F, false},
-    {"ndash", 0x2013, false}, {"mdash", 0x2014, false}, {"lsquo", 0x2018, false},
-    {"rsquo", 0x2019, false}, {"sbquo", 0x201A, false}, {"ldquo", 0x201C, false},
-    {"rdquo", 0x201D, false}, {"bdquo", 0x201E, false}, {"dagger", 0x2020, false},
-    {"Dagger", 0x2021, false}, {"bull", 0x2022, false}, {"hellip", 0x2026, false},
-    {"permil", 0x2030, false}, {"prime", 0x2032, false}, {"Prime", 0x2033, false},
-    {"lsaquo", 0x2039, false}, {"rsaquo", 0x203A, false}, {"oline", 0x203E, false},
-    {"frasl", 0x2044, false}, {"euro", 0x20AC, false}, {"trade", 0x2122, false},
-    {"larr", 0x2190, false}, {"uarr", 0x2191, false}, {"rarr", 0x2192, false},
-    {"darr", 0x2193, false}, {"harr", 0x2194, false}, {"part", 0x2202, false},
-    {"nabla", 0x2207, false}, {"isin", 0x2208, false}, {"prod", 0x220F, false},
-    {"sum", 0x2211, false}, {"minus", 0x2212, false}, {"lowast", 0x2217, false},
-    {"radic", 0x221A, false}, {"infin", 0x221E, false}, {"asymp", 0x2248, false},
-    {"ne", 0x2260, false}, {"equiv", 0x2261, false}, {"le", 0x2264, false},
-    {"ge", 0x2265, false}, {"loz", 0x25CA, false}, {"spades", 0x2660, false},
-    {"clubs", 0x2663, false}, {"hearts", 0x2665, false}, {"diams", 0x2666, false},
-    {"thetasym", 0x3D1, false}, {"upsih", 0x3D2, false}, {"piv", 0x3D6, false},
-    {"sigmaf", 0x3C2, false},
-};
-
-constexpr const char* kGreekNames[24] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta",
-                                         "eta", "theta", "iota", "kappa", "lambda", "mu",
-                                         "nu", "xi", "omicron", "pi", "rho", "sigma",
-                                         "tau", "upsilon", "phi", "chi", "psi", "omega"};
-
-// name (with ';' for every entity, without for legacy ones) -> code point.
-const absl::flat_hash_map<std::string, char32_t>& EntityTable() {
+// Entity name (with ';', or without for the legacy forms) -> replacement, as Python's
+// html.entities.html5.
+const absl::flat_hash_map<std::string, std::u32string>& EntityTable() {
   static const auto* table = [] {
-    auto* t = new absl::flat_hash_map<std::string, char32_t>();
-    auto add = [t](const std::string& name, char32_t cp, bool legacy) {
-      (*t)[name + ";"] = cp;
-      if (legacy) (*t)[name] = cp;
-    };
-    for (int i = 0; i < 96; ++i) add(kLatin1Names[i], 0xA0 + i, true);
-    for (const Entity& e : kEntities) add(e.name, e.cp, e.legacy);
-    for (int i = 0; i < 24; ++i) {
-      const char32_t lower = 0x3B1 + i + (i >= 17 ? 1 : 0);  // skip final sigma U+03C2
-      std::string upper_name = kGreekNames[i];
-      upper_name[0] = static_cast<char>(upper_name[0] - 32);
-      add(kGreekNames[i], lower, false);
-      add(upper_name, lower - 32, false);
+    auto* t = new absl::flat_hash_map<std::string, std::u32string>();
+    t->reserve(std::size(kHtmlEntities));
+    for (const HtmlEntity& e : kHtmlEntities) {
+      std::u32string v(1, e.cp1);
+      if (e.cp2 != 0) v.push_back(e.cp2);
+      (*t)[e.name] = std::move(v);
     }
     return t;
   }();
@@ -165,7 +106,7 @@ std::u32string Unescape(const std::u32string& s, bool python_rules) {
       std::string name;
       for (size_t k = start; k <= j; ++k) name.push_back(static_cast<char>(s[k]));
       if (auto it = table.find(name); it != table.end()) {
-        out.push_back(it->second);
+        out += it->second;
         i = j + 1;
         continue;
       }
@@ -222,7 +163,7 @@ std::u32string Unescape(const std::u32string& s, bool python_rules) {
     const std::u32string name(s.begin() + start, s.begin() + j);
     const std::string key = ToUtf8(name);
     if (auto it = table.find(key); it != table.end()) {
-      out.push_back(it->second);
+      out += it->second;
       i = j;
       continue;
     }
@@ -230,7 +171,7 @@ std::u32string Unescape(const std::u32string& s, bool python_rules) {
     for (size_t x = name.size() - 1; x >= 2 && name.size() >= 3; --x) {
       const std::string prefix = ToUtf8(name.substr(0, x));
       if (auto it = table.find(prefix); it != table.end()) {
-        out.push_back(it->second);
+        out += it->second;
         out.append(name, x, std::u32string::npos);
         found = true;
         break;

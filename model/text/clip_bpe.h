@@ -12,10 +12,10 @@
 //            Latin ligatures (U+FB00-FB06, IJ/DZ/LJ/NJ digraphs), fullwidth ASCII and U+3000 to
 //            ASCII, curly quotes to ' and ", and NFC normalisation (model/text/unicode.h).
 //   skipped: mojibake repair (fix_encoding), C1-as-cp1252, halfwidth katakana.
-// Then, as the original: HTML entities unescaped twice (all numeric references with Python's
-// rules, the named entities that matter: Latin-1, typographic, Greek letters, arrows, maths,
-// and the legacy no-semicolon forms), whitespace runs to one space, strip, PyLower
-// (model/text/unicode.h).
+// Then, as the original: HTML entities unescaped twice with Python's html.unescape rules
+// (numeric references, all 2231 HTML5 named entities incl. the legacy no-semicolon forms and
+// longest-prefix matching; table generated from html.entities), whitespace runs to one space,
+// strip, PyLower (model/text/unicode.h).
 //
 // Pre-tokenisation follows CLIP's regex
 //   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
