@@ -2,6 +2,7 @@
 // str.lower / unicodedata, pre-tokenisation, errors and concurrency.
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -340,6 +341,46 @@ TEST(ClipBpe, BadMergesFiles) {
   EXPECT_THAT(std::string(ClipBpeTokenizer::Load(dir + "/bad_merges.txt").status().message()),
               HasSubstr("bad_merges.txt: line 12: expected two symbols, got 'abc'"));
   EXPECT_EQ(ClipBpeTokenizer::Load(dir + "/none.txt.gz").status().code(), absl::StatusCode::kNotFound);
+}
+
+// Random text from many scripts: ids stay in range and BPE is lossless (decoding gives back
+// every pre-token of the cleaned text); random bytes give an error or ids, never a crash.
+TEST(ClipBpe, RandomTextRoundTripsAndRandomBytesAreSafe) {
+  std::mt19937 rng(99);
+  const std::vector<std::pair<char32_t, char32_t>> blocks = {
+      {0x20, 0x7E}, {0xA0, 0x17F}, {0x370, 0x3FF}, {0x400, 0x4FF}, {0x590, 0x6FF}, {0x900, 0x97F},
+      {0x2000, 0x206F}, {0x3040, 0x30FF}, {0x4E00, 0x4FFF}, {0xAC00, 0xAFFF}, {0x1F300, 0x1F6FF}};
+  int checked = 0;
+  for (int t = 0; t < 2000; ++t) {
+    std::string text;
+    const int n = 1 + static_cast<int>(rng() % 10);
+    for (int i = 0; i < n; ++i) {
+      const auto& [lo, hi] = blocks[rng() % blocks.size()];
+      AppendUtf8(lo + rng() % (hi - lo + 1), &text);
+    }
+    auto ids = Tok().EncodeAllowEmpty(text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    for (int64_t id : *ids) ASSERT_TRUE(id >= 0 && id < kClipVocabSize);
+    auto cleaned = ClipCleanText(text);
+    ASSERT_TRUE(cleaned.ok());
+    std::string expected;
+    for (const std::string& piece : ClipPreTokenize(*cleaned)) expected += piece + " ";
+    if (ids->back() == 0) {  // not truncated
+      EXPECT_EQ(Tok().Decode(*ids), expected) << text;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 1900);
+  for (int t = 0; t < 2000; ++t) {
+    std::string bytes(1 + rng() % 40, '\0');
+    for (char& c : bytes) c = static_cast<char>(rng() & 0xff);
+    auto ids = Tok().Encode(bytes);
+    if (ids.ok()) {
+      EXPECT_EQ(ids->size(), 77u);
+    } else {
+      EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+  }
 }
 
 TEST(ClipBpe, ConcurrentEncodingIsConsistent) {
