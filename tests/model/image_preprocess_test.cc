@@ -1,5 +1,7 @@
 // ImagePreprocessor: NATIVE and CLIP recipes checked against hand computations.
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <random>
 #include <thread>
 #include <vector>
@@ -7,6 +9,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/data/fashion_mnist.h"
+#include "absl/strings/str_cat.h"
+#include "model/image/npy.h"
 #include "model/image/preprocess.h"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
@@ -167,6 +171,59 @@ TEST(ClipRecipe, BicubicMatchesIndependentPilReference) {
       for (int x : {0, 150, 223})
         for (int ch = 0; ch < 3; ++ch)
           EXPECT_NEAR(Level(t, ch, y, x, kClipMean, kClipStd), ours.at<cv::Vec3b>(y + top, x + left)[ch], 1e-3);
+  }
+}
+
+// A foreign reference: torch 1.13's antialiased bicubic interpolation (the same a = -0.5
+// kernel as PIL, computed in float without PIL's 8-bit intermediate) from /usr/bin/python3.
+TEST(ClipRecipe, BicubicAgreesWithTorchAntialiasedInterpolate) {
+  const std::string dir = ::testing::TempDir();
+  // Smooth fields plus a fine texture (period ~11 px, so the kernel and the antialiasing
+  // matter), kept inside 28..228 so nothing clips: the only differences left are PIL's 8-bit
+  // roundings.
+  cv::Mat rgb(263, 347, CV_8UC3);
+  for (int y = 0; y < rgb.rows; ++y)
+    for (int x = 0; x < rgb.cols; ++x)
+      for (int c = 0; c < 3; ++c)
+        rgb.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(
+            128 + 60 * std::sin(x * (0.03 + 0.01 * c) + y * 0.02) * std::cos(y * 0.045 - c) +
+            40 * std::sin(x * 0.55 + y * (0.3 + 0.1 * c)));
+  NpyArray a;
+  a.dtype = "|u1";
+  a.shape = {rgb.rows, rgb.cols, 3};
+  a.data.assign(reinterpret_cast<const char*>(rgb.data), rgb.total() * 3);
+  ASSERT_TRUE(WriteNpyFile(dir + "/torch_in.npy", *WriteNpy(a)).ok());
+  const std::vector<std::pair<int, int>> sizes = {{224, 170}, {100, 76}, {297, 224}, {640, 500}, {347, 100}};
+  std::string py = "import numpy as np, torch\nx = torch.from_numpy(np.load('" + dir +
+                   "/torch_in.npy')).permute(2, 0, 1)[None].float()\n";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    py += absl::StrCat("np.save('", dir, "/torch_out", i, ".npy', torch.nn.functional.interpolate(x, size=(",
+                       sizes[i].second, ", ", sizes[i].first,
+                       "), mode='bicubic', antialias=True, align_corners=False)[0].permute(1, 2, 0).numpy())\n");
+  }
+  std::ofstream(dir + "/torch_ref.py") << py;
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + dir + "/torch_ref.py").c_str()), 0);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto [ow, oh] = sizes[i];
+    SCOPED_TRACE(testing::Message() << ow << "x" << oh);
+    auto ref = ReadNpyFile(absl::StrCat(dir, "/torch_out", i, ".npy"));
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    auto values = NpyAsFloat32(*ref);
+    ASSERT_TRUE(values.ok()) << values.status();
+    ASSERT_EQ(values->size(), static_cast<size_t>(ow) * oh * 3);
+    const cv::Mat ours = PilBicubicResize(rgb, ow, oh);
+    double max_diff = 0, sum_diff = 0;
+    for (int y = 0; y < oh; ++y)
+      for (int x = 0; x < ow; ++x)
+        for (int c = 0; c < 3; ++c) {
+          const double d = std::abs(ours.at<cv::Vec3b>(y, x)[c] - (*values)[(static_cast<size_t>(y) * ow + x) * 3 + c]);
+          max_diff = std::max(max_diff, d);
+          sum_diff += d;
+        }
+    // PIL rounds to 8 bits twice: at most ~1.2 levels, ~0.3 on average. OpenCV's INTER_CUBIC
+    // (a = -0.75, no antialiasing) is off by up to 4 (224 x 170) and 11 (100 x 76) levels here.
+    EXPECT_LT(max_diff, 1.5);
+    EXPECT_LT(sum_diff / (ow * oh * 3), 0.4);
   }
 }
 
