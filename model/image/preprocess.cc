@@ -206,6 +206,36 @@ absl::StatusOr<ImageHeader> PnmHeader(std::string_view b) {
   return ImageHeader{"PNM", v[0], v[1]};
 }
 
+inline uint8_t To8(double v) {  // v in [0, 1] (clamped), rounded to nearest
+  return static_cast<uint8_t>(std::lround(std::clamp(v, 0.0, 1.0) * 255.0));
+}
+
+// 1/2/3/4-channel (gray, gray+alpha, BGR, BGRA) rows of type T -> RGB8, alpha over black.
+template <typename T>
+void ConvertRows(const cv::Mat& in, double scale, cv::Mat* out) {
+  const int ch = in.channels();
+  for (int y = 0; y < in.rows; ++y) {
+    const T* p = in.ptr<T>(y);
+    uint8_t* o = out->ptr<uint8_t>(y);
+    for (int x = 0; x < in.cols; ++x, p += ch, o += 3) {
+      double r, g, b, a = 1.0;
+      if (ch <= 2) {
+        r = g = b = p[0] * scale;
+        if (ch == 2) a = p[1] * scale;
+      } else {
+        b = p[0] * scale;
+        g = p[1] * scale;
+        r = p[2] * scale;
+        if (ch == 4) a = p[3] * scale;
+      }
+      a = std::clamp(a, 0.0, 1.0);
+      o[0] = To8(r * a);
+      o[1] = To8(g * a);
+      o[2] = To8(b * a);
+    }
+  }
+}
+
 // Converts whatever imdecode returned (1/2/3/4 channels, 8/16-bit or float) to RGB CV_8UC3,
 // compositing alpha over black.
 absl::StatusOr<cv::Mat> ToRgb8(const cv::Mat& in) {
@@ -227,31 +257,15 @@ absl::StatusOr<cv::Mat> ToRgb8(const cv::Mat& in) {
     cv::cvtColor(in, rgb, ch == 1 ? cv::COLOR_GRAY2RGB : cv::COLOR_BGR2RGB);
     return rgb;
   }
-  // General path: float in [0, 1], composite, back to 8-bit with rounding.
-  cv::Mat f;
-  in.convertTo(f, CV_32F, 1.0 / max_value);
-  cv::Mat color, alpha;
-  if (has_alpha) {
-    std::vector<cv::Mat> planes;
-    cv::split(f, planes);
-    alpha = planes.back();
-    planes.pop_back();
-    cv::merge(planes, color);
-  } else {
-    color = f;
+  // General path, row by row (no full-size float copies: a 40 MP 16-bit RGBA PNG would need
+  // gigabytes): scale to [0, 1], composite over black, round to 8 bits.
+  rgb.create(in.rows, in.cols, CV_8UC3);
+  switch (in.depth()) {
+    case CV_8U: ConvertRows<uint8_t>(in, 1.0 / max_value, &rgb); break;
+    case CV_16U: ConvertRows<uint16_t>(in, 1.0 / max_value, &rgb); break;
+    case CV_32F: ConvertRows<float>(in, 1.0, &rgb); break;
+    default: ConvertRows<double>(in, 1.0, &rgb); break;
   }
-  cv::Mat color3;
-  if (color.channels() == 1) {
-    cv::cvtColor(color, color3, cv::COLOR_GRAY2RGB);
-  } else {
-    cv::cvtColor(color, color3, cv::COLOR_BGR2RGB);
-  }
-  if (has_alpha) {
-    cv::Mat a3;
-    cv::merge(std::vector<cv::Mat>{alpha, alpha, alpha}, a3);
-    cv::multiply(color3, a3, color3);
-  }
-  color3.convertTo(rgb, CV_8U, 255.0);  // saturating, rounds to nearest
   return rgb;
 }
 
