@@ -1,6 +1,7 @@
 #include "model/image/preprocess.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -410,10 +411,20 @@ std::string SniffImageFormat(std::string_view b) {
   auto starts = [&](std::string_view p) { return b.substr(0, p.size()) == p; };
   if (starts("\x89PNG\r\n\x1a\n")) return "PNG";
   if (starts("\xff\xd8\xff")) return "JPEG";
-  if (starts("BM")) return "BMP";
+  if (starts("BM")) {
+    // Text such as "BMW ..." is not a bitmap: the info header size must be a known one.
+    if (b.size() < 18) return "BMP";
+    const uint32_t dib = Le32(b, 14);
+    if (dib == 12 || dib == 40 || dib == 52 || dib == 56 || dib == 64 || dib == 108 || dib == 124) {
+      return "BMP";
+    }
+  }
   if (b.size() >= 12 && starts("RIFF") && b.substr(8, 4) == "WEBP") return "WebP";
   if (starts(std::string_view("II*\0", 4)) || starts(std::string_view("MM\0*", 4))) return "TIFF";
-  if (b.size() >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6') return "PNM";
+  if (b.size() >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6' &&
+      std::isspace(static_cast<unsigned char>(b[2]))) {
+    return "PNM";
+  }
   if (starts("GIF87a") || starts("GIF89a")) return "GIF";
   if (starts(std::string_view("\0\0\0\x0cjP  ", 8)) || starts("\xff\x4f\xff\x51")) return "JPEG 2000";
   if (b.size() >= 12 && b.substr(4, 4) == "ftyp") return "HEIF/AVIF";

@@ -240,6 +240,10 @@ TEST(DecodeImageRgb, ExactErrorMessages) {
   EXPECT_EQ(DecodeImageRgb("").status().message(), "image is empty (0 bytes)");
   EXPECT_EQ(DecodeImageRgb("<html><body>").status().message(),
             "not a recognised image format (first bytes: 3c 68 74 6d)");
+  EXPECT_EQ(DecodeImageRgb("BMW 320d for sale, one owner").status().message(),
+            "not a recognised image format (first bytes: 42 4d 57 20)");
+  EXPECT_EQ(DecodeImageRgb("P5-type engine").status().message(),
+            "not a recognised image format (first bytes: 50 35 2d 74)");
   const std::string png = Encode(".png", ToBgr(RandomRgb(64, 64, 3)));
   EXPECT_EQ(DecodeImageRgb(png.substr(0, 20)).status().message(),
             "image is truncated (PNG, 20 bytes, header needs 33)");
