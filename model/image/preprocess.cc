@@ -641,11 +641,17 @@ ImageTensor ImagePreprocessor::FromRgb(const cv::Mat& input) const {
       out = PilBicubicResizeCrop(rgb, nw, nh, cv::Rect(left, top, s, s));
     }
   } else {
+    // Area averaging along an axis that shrinks, bilinear along one that grows; a mixed
+    // case (e.g. 200 x 30 -> 64 x 64) is done one axis at a time.
+    const bool shrink_x = rgb.cols >= s, shrink_y = rgb.rows >= s;
     if (rgb.cols == s && rgb.rows == s) {
       out = rgb;
+    } else if (shrink_x == shrink_y) {
+      cv::resize(rgb, out, cv::Size(s, s), 0, 0, shrink_x ? cv::INTER_AREA : cv::INTER_LINEAR);
     } else {
-      const bool shrink = rgb.cols >= s && rgb.rows >= s;
-      cv::resize(rgb, out, cv::Size(s, s), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+      cv::Mat tmp;
+      cv::resize(rgb, tmp, cv::Size(s, rgb.rows), 0, 0, shrink_x ? cv::INTER_AREA : cv::INTER_LINEAR);
+      cv::resize(tmp, out, cv::Size(s, s), 0, 0, shrink_y ? cv::INTER_AREA : cv::INTER_LINEAR);
     }
   }
   ImageTensor t;

@@ -90,8 +90,8 @@ class ImagePreprocessor {
 
   // RGB CV_8UC3 (any size >= 1x1) -> float [3, size, size], (x/255 - mean) / std. An empty
   // Mat is treated as one black pixel (FromEncoded never passes one).
-  //   NATIVE: whole image resized to size x size (INTER_AREA when shrinking both sides,
-  //           INTER_LINEAR otherwise).
+  //   NATIVE: whole image resized to size x size: INTER_AREA along an axis that shrinks,
+  //           INTER_LINEAR along one that grows (one axis at a time when they differ).
   //   CLIP:   short side to size with bicubic (the long side rounded like torchvision's
   //           Resize(int)), then the centre size x size crop (torchvision's CenterCrop offsets).
   // An input that is not CV_8UC3 is converted the way DecodeImageRgb would (gray -> RGB,

@@ -309,6 +309,19 @@ TEST(NativeRecipe, DefaultsShrinkAveragesAndGrowInterpolates) {
   EXPECT_FLOAT_EQ(At(u, 1, 7, 9), (same.at<cv::Vec3b>(7, 9)[1] / 255.0f - 0.5f) / 0.5f);
 }
 
+TEST(NativeRecipe, MixedAxesAverageTheShrinkingOne) {
+  // 192 wide, 16 high -> 64 x 64: column triples are averaged (area), rows interpolated.
+  cv::Mat img(16, 192, CV_8UC3);
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 192; ++x) img.at<cv::Vec3b>(y, x) = cv::Vec3b::all(x % 3 == 2 ? 240 : 0);
+  const ImageTensor t = Make(config::ImagePreprocess::NATIVE).FromRgb(img);
+  const float mean[3] = {0.5f, 0.5f, 0.5f}, std[3] = {0.5f, 0.5f, 0.5f};
+  // Bilinear along x would sample column 3x + 1 of the stripes (all 0: aliasing); area gives
+  // the mean 80 everywhere.
+  for (int y : {0, 20, 63})
+    for (int x : {0, 31, 63}) EXPECT_NEAR(Level(t, 0, y, x, mean, std), 80.0, 1e-3);
+}
+
 TEST(NativeRecipe, RealFashionMnistGrowsSmoothly) {
   auto data = LoadFashionMnist(FashionMnistSplit::kTest);
   ASSERT_TRUE(data.ok()) << data.status();
