@@ -472,6 +472,11 @@ class Checker:
                 name = a[2:].split("=")[0]
                 if known and name not in known:
                     self.err(DOCKERFILES[0], "ENTRYPOINT/CMD pass --%s, which eqsim-server does not define" % name)
+            # absl parses every flag, names and values, before --version prints and exits 0.
+            p = subprocess.run([server] + info["cmd"] + ["--version"], capture_output=True, text=True, timeout=60)
+            if p.returncode != 0:
+                self.err(DOCKERFILES[0], "eqsim-server does not accept the image's ENTRYPOINT/CMD: %s"
+                         % (p.stderr.strip().split("\n") or [""])[0])
             for a in getattr(self, "compose_flags", {}).get("server", []):
                 name = a[2:].split("=")[0]
                 if known and name not in known:
@@ -491,7 +496,7 @@ class Checker:
                 rc, out = None, "timed out after 60 s"
             if rc != 1:
                 self.err(DOCKERFILES[0], "HEALTHCHECK command %s against a closed port: exit %s, "
-                         "expected 1 (not serving): %s" % (" ".join(argv), rc, out[:200]))
+                         "expected 1 (not serving): %s" % (" ".join(argv), rc, out.split("\n")[0][:200]))
         elif h:
             self.notes.append("%s not built: HEALTHCHECK command not run" % h[0])
 

@@ -578,6 +578,33 @@ function knownFlags(binDir, bin, sub) {
   return helpCache[key];
 }
 
+// Runs `eqsim-server <args> --version` with the container's flag files written out: absl parses
+// every flag (names and values, e.g. an integer flag given "two") before printing the version.
+// Returns null when it parses, else the error.
+function parseServerArgs(binDir, render, spec, c) {
+  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'eqsim-flags-'));
+  try {
+    const args = (c.args || []).map((a) => {
+      const expanded = a.replace(/\$\(([A-Z_]+)\)/g, (_, v) => `k8s-${v.toLowerCase()}`);
+      if (!expanded.startsWith('--flagfile=')) return expanded;
+      const files = expanded.slice('--flagfile='.length).split(',').map((f, i) => {
+        const r = configMapFile(render, spec, c, f);
+        const local = path.join(dir, `${i}-${path.basename(f)}`);
+        fs.writeFileSync(local, r.text || '');
+        return local;
+      });
+      return `--flagfile=${files.join(',')}`;
+    });
+    execFileSync(path.join(binDir, 'eqsim-server'), [...args, '--version'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
+    return null;
+  } catch (e) {
+    return `${e.stderr || e.message}`.trim().split('\n').slice(0, 3).join(' | ');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function checkFlags(err, renders, opts) {
   if (!opts.binDir) return;
   const skipped = new Set();
@@ -594,7 +621,11 @@ function checkFlags(err, renders, opts) {
             continue;
           }
           let names = inv.bin === 'eqsim' ? inv.flags.map((f) => f.replace(/-/g, '_')) : inv.flags;
-          if (inv.bin === 'eqsim-server') names = serverFlags(r, spec, c).list.map((x) => x.name);
+          if (inv.bin === 'eqsim-server') {
+            names = serverFlags(r, spec, c).list.map((x) => x.name);
+            const parsed = parseServerArgs(opts.binDir, r, spec, c);
+            if (parsed) err(o, `container '${c.name}': eqsim-server does not accept its flags: ${parsed}`, r.name);
+          }
           for (const n of names) {
             if (!known.has(n)) err(o, `container '${c.name}': ${label} has no flag --${n} (see its --help in ${opts.binDir})`, r.name);
           }
