@@ -1,9 +1,11 @@
 // Image decoding and model-specific preprocessing (torch-free, OpenCV 4.6).
 //
-// DecodeImageRgb turns encoded bytes (PNG incl. palette / grayscale / 16-bit / alpha, JPEG,
-// BMP, WebP, and whatever else OpenCV decodes) into an RGB CV_8UC3 image, checking limits
-// BEFORE any pixel buffer is allocated: the byte size first, then the dimensions read from the
-// format's own header (PNG IHDR, JPEG SOFn, BMP info header, WebP VP8 / VP8L / VP8X).
+// DecodeImageRgb turns encoded bytes (PNG incl. palette / grayscale / 16-bit / alpha, JPEG
+// baseline and progressive, BMP, WebP lossy / lossless / extended, TIFF, PNM) into an RGB
+// CV_8UC3 image, checking limits BEFORE any pixel buffer is allocated: the byte size first,
+// then the dimensions read from the format's own header (PNG IHDR, JPEG SOFn, BMP info
+// header, WebP VP8 / VP8L / VP8X, TIFF first IFD, PNM header). GIF, HEIF/AVIF and JPEG 2000
+// are recognised and refused by name (OpenCV 4.6 here cannot decode them).
 //   * Alpha is composited over BLACK (rgb * alpha / max), the same result as premultiplying,
 //     so transparent regions become 0 (what a model trained on black backgrounds expects).
 //   * 16-bit images are scaled to 8-bit (v * 255 / 65535, rounded).
@@ -28,7 +30,7 @@ struct ImageLimits {
   int64_t max_pixels = 40'000'000;       // width * height from the header, checked before decode
   // A JPEG without its end-of-image marker after the scan data was cut short (a partial
   // upload): rejected unless this is set, in which case it decodes as far as the data goes
-  // (the rest grey), like PIL's LOAD_TRUNCATED_IMAGES.
+  // (the decoder fills the rest), like PIL's LOAD_TRUNCATED_IMAGES.
   bool allow_truncated_jpeg = false;
 };
 
@@ -65,7 +67,7 @@ cv::Mat PilBicubicResize(const cv::Mat& rgb8, int out_w, int out_h);
 cv::Mat PilBicubicResizeCrop(const cv::Mat& rgb8, int64_t out_w, int64_t out_h, cv::Rect crop);
 
 // Lossless PNG of an RGB CV_8UC3 image (channels are swapped to OpenCV's BGR internally).
-// Returns "" only if OpenCV fails to encode (not expected for CV_8UC3).
+// Returns "" for an empty or non-CV_8UC3 Mat (or if OpenCV fails to encode).
 std::string EncodePng(const cv::Mat& rgb8);
 
 // A YouCook2 frame as released by EqBen: NumPy .npy (format v1/v2/v3), dtype |u1 (or <u1),
@@ -92,8 +94,10 @@ class ImagePreprocessor {
   // Mat is treated as one black pixel (FromEncoded never passes one).
   //   NATIVE: whole image resized to size x size: INTER_AREA along an axis that shrinks,
   //           INTER_LINEAR along one that grows (one axis at a time when they differ).
-  //   CLIP:   short side to size with bicubic (the long side rounded like torchvision's
-  //           Resize(int)), then the centre size x size crop (torchvision's CenterCrop offsets).
+  //   CLIP:   short side to size with PIL's bicubic (PilBicubicResize), the long side
+  //           int(size * long / short) as torchvision's Resize(int), then the centre
+  //           size x size crop with torchvision's CenterCrop offsets (only the crop is
+  //           resampled, PilBicubicResizeCrop).
   // An input that is not CV_8UC3 is converted the way DecodeImageRgb would (gray -> RGB,
   // RGBA composited over black, 16-bit scaled).
   ImageTensor FromRgb(const cv::Mat& rgb8) const;
@@ -103,7 +107,7 @@ class ImagePreprocessor {
   const float* mean() const { return mean_; }
   const float* std() const { return std_; }
   const ImageLimits& limits() const { return limits_; }
-  // e.g. "clip 224 bicubic+centre-crop mean=(0.481,0.458,0.408) std=(0.269,0.261,0.276)".
+  // e.g. "clip 224 bicubic+centre-crop mean=(0.4815,0.4578,0.4082) std=(0.2686,0.2613,0.2758)".
   std::string Describe() const;
 
  private:
