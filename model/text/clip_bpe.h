@@ -19,11 +19,13 @@
 //
 // Pre-tokenisation follows CLIP's regex
 //   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
-// implemented by hand over code points. The letter / number classifier covers Latin, Greek,
-// Cyrillic, Armenian, Hebrew, Arabic, Devanagari and other Indic scripts, Thai, Hangul,
-// Hiragana, Katakana, CJK ideographs and their extensions, and the Unicode digit blocks;
-// code points outside these ranges count as neither (they become symbols), which can differ
-// from the `regex` module for rare scripts.
+// implemented by hand over code points, with \p{L} / \p{N} / \s from tables generated from
+// Python's unicodedata (Unicode 14; see model/text/unicode.h). Only code points assigned after
+// Unicode 14 may be classified differently from the `regex` module.
+//
+// BPE results are cached per pre-token (bounded, cleared when full; thread-safe). Encode stops
+// running BPE once the context is full. Verified against all 25 reference id lists in
+// ../shared/data/clip/tokenizer_golden.jsonl (tests/model/clip_tokenizer_test.cc).
 #pragma once
 
 #include <memory>
