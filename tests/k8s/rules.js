@@ -188,6 +188,7 @@ function checkPodSecurity(err, obj, spec) {
 }
 
 let shellcheck;
+const shellcheckCache = new Map();
 function hasShellcheck() {
   if (shellcheck === undefined) {
     try {
@@ -208,12 +209,17 @@ function checkScripts(err, obj, c) {
   if (i < 0 || !['sh', 'bash'].includes(path.basename(argv[0])) || !hasShellcheck()) return;
   const dialect = path.basename(argv[0]);
   const script = `#!/bin/${dialect}\n` + String(argv[i + 1] || '').replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, 'K8S_$1');
-  try {
-    execFileSync('shellcheck', ['-s', dialect, '-f', 'gcc', '-'], { input: script, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
-  } catch (e) {
-    for (const line of String(e.stdout || '').split('\n').filter(Boolean)) {
-      err(obj, `container '${c.name}': script: shellcheck ${line.replace(/^-:/, 'line ')}`);
+  if (!shellcheckCache.has(script)) {
+    let out = [];
+    try {
+      execFileSync('shellcheck', ['-s', dialect, '-f', 'gcc', '-'], { input: script, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch (e) {
+      out = String(e.stdout || '').split('\n').filter(Boolean);
     }
+    shellcheckCache.set(script, out);
+  }
+  for (const line of shellcheckCache.get(script)) {
+    err(obj, `container '${c.name}': script: shellcheck ${line.replace(/^-:/, 'line ')}`);
   }
 }
 
@@ -431,8 +437,15 @@ function checkMonitors(err, render) {
 
 // PrometheusRule groups are a Prometheus rules file: promtool parses every expression.
 let promtool;
+const promtoolCache = new Map();  // rules JSON -> error string or ''
 function checkPrometheusRules(err, render, opts) {
   for (const pr of render.objects.filter((o) => o.kind === 'PrometheusRule')) {
+    const cacheKey = JSON.stringify([pr.metadata.name, pr.spec.groups || []]);
+    if (promtoolCache.has(cacheKey)) {
+      if (promtoolCache.get(cacheKey)) err(pr, promtoolCache.get(cacheKey));
+      continue;
+    }
+    promtoolCache.set(cacheKey, '');
     if (!promtoolAvailable()) {
       if (opts.log) opts.log('note: promtool not installed: PrometheusRule expressions not checked');
       return;
@@ -454,7 +467,9 @@ function checkPrometheusRules(err, render, opts) {
         } catch (e) {
           const out = `${e.stdout || ''}${e.stderr || ''}`.split('\n').map((l) => l.trim())
             .filter((l) => l && !/^(Checking|SUCCESS|Unit Testing)/.test(l)).join(' | ');
-          err(pr, `promtool ${argv[0]} rules: ${out || e.message}`);
+          const msg = `promtool ${argv[0]} rules: ${out || e.message}`;
+          promtoolCache.set(cacheKey, msg);
+          err(pr, msg);
           break;
         }
       }
