@@ -1,6 +1,9 @@
 // CLIP BPE tokenizer: every golden id list, text cleaning against Python's own html.unescape /
 // str.lower / unicodedata, pre-tokenisation, errors and concurrency.
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
@@ -23,6 +26,24 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 const std::string kClipDir = std::string(EQSIM_SHARED_DIR) + "/data/clip";
+
+// A directory of this process alone (test binaries of several build trees may run at once),
+// removed at exit.
+std::string ProcessTempDir() {
+  static const std::string dir = [] {
+    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  static const struct Cleanup {  // removed at exit
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup;
+  return dir;
+}
+
 
 struct Golden {
   std::string text;
@@ -53,7 +74,7 @@ const ClipBpeTokenizer& Tok() {
 }
 
 std::string RunPython(const std::string& code) {
-  const std::string path = ::testing::TempDir() + "/eqsim_clip_test.py";
+  const std::string path = ProcessTempDir() + "/clip_test.py";
   std::ofstream(path) << code;
   std::string out;
   FILE* p = ::popen(("/usr/bin/python3 " + path).c_str(), "r");
@@ -329,7 +350,7 @@ TEST(CreateTokenizer, ResolvesVocabInSearchDirs) {
 }
 
 TEST(ClipBpe, BadMergesFiles) {
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ProcessTempDir();
   std::ofstream(dir + "/short_merges.txt") << "#version: 0.2\ni n\nt h\n";
   EXPECT_THAT(std::string(ClipBpeTokenizer::Load(dir + "/short_merges.txt").status().message()),
               HasSubstr("short_merges.txt: has 4 lines, a CLIP merges file needs at least 48895"));

@@ -1,8 +1,12 @@
 // ImagePreprocessor: NATIVE and CLIP recipes checked against hand computations.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -17,6 +21,23 @@
 
 namespace eqsim {
 namespace {
+
+// A directory of this process alone (test binaries of several build trees may run at once),
+// removed at exit.
+std::string ProcessTempDir() {
+  static const std::string dir = [] {
+    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  static const struct Cleanup {  // removed at exit
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup;
+  return dir;
+}
 
 constexpr float kClipMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 constexpr float kClipStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -177,7 +198,7 @@ TEST(ClipRecipe, BicubicMatchesIndependentPilReference) {
 // A foreign reference: torch 1.13's antialiased bicubic interpolation (the same a = -0.5
 // kernel as PIL, computed in float without PIL's 8-bit intermediate) from /usr/bin/python3.
 TEST(ClipRecipe, BicubicAgreesWithTorchAntialiasedInterpolate) {
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ProcessTempDir();
   // Smooth fields plus a fine texture (period ~11 px, so the kernel and the antialiasing
   // matter), kept inside 28..228 so nothing clips: the only differences left are PIL's 8-bit
   // roundings.

@@ -1,5 +1,7 @@
 // WordTokenizer: splitting, ids, truncation, vocabulary building / files, and use through
 // CreateTokenizer, on real scene captions.
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -18,7 +20,24 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+// A directory of this process alone (test binaries of several build trees may run at once),
+// removed at exit.
+std::string ProcessTempDir() {
+  static const std::string dir = [] {
+    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  static const struct Cleanup {  // removed at exit
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup;
+  return dir;
+}
+
+std::string TempPath(const std::string& name) { return ProcessTempDir() + "/" + name; }
 
 TEST(SplitWords, LowercasesAndSplitsPunctuation) {
   EXPECT_THAT(SplitWords("Two RED bags, and a T-shirt!"),
@@ -110,12 +129,12 @@ TEST(WordTokenizer, SaveLoadRoundTrip) {
   auto zero = WordTokenizer::Load(path, 0);
   ASSERT_TRUE(zero.ok());
   EXPECT_EQ((*zero)->context_length(), kWordContextLength);
-  auto created = CreateTokenizer(cfg, {"/nonexistent", ::testing::TempDir()});
+  auto created = CreateTokenizer(cfg, {"/nonexistent", ProcessTempDir()});
   ASSERT_TRUE(created.ok()) << created.status();
   EXPECT_EQ((*created)->context_length(), kWordContextLength);
   EXPECT_EQ((*created)->vocab_size(), 8);
   cfg.set_context_length(2);
-  EXPECT_EQ(CreateTokenizer(cfg, {::testing::TempDir()}).status().message(),
+  EXPECT_EQ(CreateTokenizer(cfg, {ProcessTempDir()}).status().message(),
             "tokenizer.context_length must be >= 3 for WORD, got 2");
   // Files that list the four special tokens first are understood too.
   const std::string with_specials = TempPath("vocab_specials.txt");
