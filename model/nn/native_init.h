@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "eqsim/config/model_config.pb.h"
 
 namespace eqsim {

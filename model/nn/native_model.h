@@ -14,8 +14,11 @@
 //          last GroupNorm of each residual branch starts at gamma = 0 (identity-initialised
 //          blocks). Pooling: adaptive average pooling to an image_pool_grid x image_pool_grid
 //          grid (default 2: keeps coarse position, which global average pooling throws away
-//          and which location-swap captions need), flattened, then a linear projection to
-//          embed_dim. image_pool_grid = 1 is the classic global average pool.
+//          and which location-swap captions need), flattened, LayerNorm, then a linear
+//          projection to embed_dim. image_pool_grid = 1 is the classic global average pool.
+//          The LayerNorm centres the pooled (all-positive, post-ReLU) features: without it
+//          every image starts with nearly the same embedding, and contrastive training first
+//          collapses the text tower onto it and needs tens of steps to recover (measured).
 //   text:  token embedding (vocab_size x text_width) + learned positions (context_length),
 //          `text_layers` (2) pre-LN Transformer encoder layers (`text_heads` (4) heads, MLP
 //          4 x width, GELU) with a key-padding mask (id 0 = pad is never attended to), a final
@@ -80,12 +83,12 @@ class NativeDualEncoderImpl : public torch::nn::Module {
   int64_t parameter_count() const;
 
  private:
-  struct Block;
   NativeModelOptions options_;
   // image tower
   torch::nn::Conv2d stem_conv_{nullptr};
   torch::nn::GroupNorm stem_norm_{nullptr};
   torch::nn::Sequential stages_{nullptr};
+  torch::nn::LayerNorm image_pool_norm_{nullptr};
   torch::nn::Linear image_proj_{nullptr};
   // text tower
   torch::nn::Embedding token_embedding_{nullptr};
