@@ -6,6 +6,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -160,6 +161,34 @@ TEST_F(NpyTest, YouCook2FramesAreBgrToRgb) {
                          ": not a .npy file: bad magic (first bytes: 50 4b 03 04 20 6e 6f 74; "
                          "expected 93 4e 55 4d 50 59)"));
   EXPECT_EQ(LoadNpyFrameRgb(Path("missing.npy")).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Random corruption of a valid file: an error or a consistent array, never a crash.
+TEST(Npy, SurvivesCorruptedFiles) {
+  auto good = WriteNpyFloat32({3, 4}, std::vector<float>(12, 1.5f));
+  ASSERT_TRUE(good.ok());
+  std::mt19937 rng(5);
+  int errors = 0;
+  for (int t = 0; t < 3000; ++t) {
+    std::string b = *good;
+    if (t % 3 == 0) {
+      b.resize(rng() % b.size());
+    } else {
+      for (int f = 0; f < 1 + static_cast<int>(rng() % 3); ++f) {
+        b[rng() % std::min<size_t>(b.size(), t % 3 == 1 ? 80 : b.size())] = static_cast<char>(rng() & 0xff);
+      }
+    }
+    auto a = ReadNpy(b);
+    if (a.ok()) {
+      EXPECT_EQ(static_cast<int64_t>(a->data.size()), a->num_elements() * a->item_size());
+    } else {
+      ++errors;
+      EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+    }
+    auto frame = NpyFrameRgbFromBytes(b, "x.npy");  // wrong dtype / shape at best
+    EXPECT_FALSE(frame.ok());
+  }
+  EXPECT_GT(errors, 1000);
 }
 
 TEST(Npy, MalformedHeaders) {
