@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/core/status_macros.h"
+#include "model/image/gif.h"
 #include "model/image/npy.h"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
@@ -444,8 +445,12 @@ absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view bytes) {
   if (format == "WebP") return WebpHeader(bytes);
   if (format == "TIFF") return TiffHeader(bytes);
   if (format == "PNM") return PnmHeader(bytes);
+  if (format == "GIF") {  // logical screen descriptor
+    if (bytes.size() < 13) return Truncated("GIF", bytes.size(), 13);
+    return ImageHeader{"GIF", Le16(bytes, 6), Le16(bytes, 8)};
+  }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported image format ", format, " (supported: PNG, JPEG, BMP, WebP, TIFF, PNM)"));
+      "unsupported image format ", format, " (supported: PNG, JPEG, BMP, WebP, GIF, TIFF, PNM)"));
 }
 
 absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits& limits) {
@@ -471,13 +476,19 @@ absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits
         "image is truncated (JPEG, ", bytes.size(), " bytes, no end-of-image marker)"));
   }
   cv::Mat decoded;
-  try {
-    const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
-    decoded = cv::imdecode(buf, cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("image could not be decoded (", h.format, " ",
-                                                   h.width, "x", h.height, ", ", bytes.size(),
-                                                   " bytes): ", e.what()));
+  if (h.format == "GIF") {  // OpenCV 4.6 has no GIF reader: our own, first frame
+    auto gif = DecodeGifFirstFrame(bytes, limits.max_pixels);
+    if (!gif.ok()) return gif.status();
+    decoded = std::move(*gif);
+  } else {
+    try {
+      const cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+      decoded = cv::imdecode(buf, cv::IMREAD_UNCHANGED);
+    } catch (const cv::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("image could not be decoded (", h.format, " ",
+                                                     h.width, "x", h.height, ", ", bytes.size(),
+                                                     " bytes): ", e.what()));
+    }
   }
   if (decoded.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("image could not be decoded (", h.format, " ",

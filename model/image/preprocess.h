@@ -1,11 +1,12 @@
 // Image decoding and model-specific preprocessing (torch-free, OpenCV 4.6).
 //
 // DecodeImageRgb turns encoded bytes (PNG incl. palette / grayscale / 16-bit / alpha, JPEG
-// baseline and progressive, BMP, WebP lossy / lossless / extended, TIFF, PNM) into an RGB
+// baseline and progressive, BMP, WebP lossy / lossless / extended, GIF, TIFF, PNM) into an RGB
 // CV_8UC3 image, checking limits BEFORE any pixel buffer is allocated: the byte size first,
 // then the dimensions read from the format's own header (PNG IHDR, JPEG SOFn, BMP info
-// header, WebP VP8 / VP8L / VP8X, TIFF first IFD, PNM header). GIF, HEIF/AVIF and JPEG 2000
-// are recognised and refused by name (OpenCV 4.6 here cannot decode them).
+// header, WebP VP8 / VP8L / VP8X, TIFF first IFD, PNM header, GIF screen descriptor). GIF
+// (first frame) is decoded by model/image/gif.h since OpenCV 4.6 cannot; HEIF/AVIF and
+// JPEG 2000 are recognised and refused by name.
 //   * Alpha is composited over BLACK (rgb * alpha / max), the same result as premultiplying,
 //     so transparent regions become 0 (what a model trained on black backgrounds expects).
 //   * 16-bit images are scaled to 8-bit (v * 255 / 65535, rounded).

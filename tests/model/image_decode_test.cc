@@ -10,6 +10,7 @@
 #include "model/image/preprocess.h"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
+#include "tests/model/gif_writer.h"
 #include "tests/model/png_writer.h"
 
 namespace eqsim {
@@ -206,6 +207,102 @@ TEST(DecodeImageRgb, HandWrittenPaletteGrayAlphaAnd16BitRgba) {
   EXPECT_EQ(rgba16->at<cv::Vec3b>(0, 0), cv::Vec3b(128, 0, 64));
 }
 
+std::string Palette(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string t;
+  for (int i = 0; i < n * 3; ++i) t.push_back(static_cast<char>(rng() & 0xff));
+  return t;
+}
+
+cv::Vec3b PaletteRgb(const std::string& t, int i) {
+  return cv::Vec3b(static_cast<uint8_t>(t[i * 3]), static_cast<uint8_t>(t[i * 3 + 1]),
+                   static_cast<uint8_t>(t[i * 3 + 2]));
+}
+
+TEST(DecodeGif, FirstFrameExactly) {
+  using ::eqsim::testing::GifFrame;
+  using ::eqsim::testing::MakeGif;
+  std::mt19937 rng(8);
+  for (int colours : {4, 16, 256}) {
+    for (bool compress : {true, false}) {
+      for (bool interlaced : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << colours << " colours, compress " << compress << ", interlaced " << interlaced);
+        const std::string table = Palette(colours, colours);
+        GifFrame f;
+        f.width = 97;
+        f.height = 61;
+        // Runs of repeated indices (so LZW builds long strings and reaches 12-bit codes).
+        for (int i = 0; i < f.width * f.height; ++i)
+          f.indices.push_back(static_cast<uint8_t>((i / (1 + rng() % 7) + rng() % 2) % colours));
+        f.interlaced = interlaced;
+        const std::string gif = MakeGif(97, 61, table, 0, f, compress);
+        auto h = ReadImageHeader(gif);
+        ASSERT_TRUE(h.ok()) << h.status();
+        EXPECT_EQ(h->format, "GIF");
+        EXPECT_EQ(h->width, 97);
+        auto rgb = DecodeImageRgb(gif);
+        ASSERT_TRUE(rgb.ok()) << rgb.status();
+        int wrong = 0;
+        for (int y = 0; y < 61; ++y)
+          for (int x = 0; x < 97; ++x)
+            wrong += rgb->at<cv::Vec3b>(y, x) != PaletteRgb(table, f.indices[y * 97 + x]);
+        EXPECT_EQ(wrong, 0);
+      }
+    }
+  }
+}
+
+TEST(DecodeGif, TransparencyOffsetsAndLocalTables) {
+  using ::eqsim::testing::GifFrame;
+  using ::eqsim::testing::MakeGif;
+  const std::string global = Palette(4, 1), local = Palette(8, 2);
+  GifFrame f;
+  f.left = 3;
+  f.top = 2;
+  f.width = 4;
+  f.height = 3;
+  f.indices = {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4};
+  f.local_table = local;
+  f.transparent = 5;
+  auto rgb = DecodeImageRgb(MakeGif(10, 6, global, 2, f));
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  EXPECT_EQ(rgb->at<cv::Vec3b>(0, 0), PaletteRgb(global, 2));  // background colour
+  EXPECT_EQ(rgb->at<cv::Vec3b>(2, 3), PaletteRgb(local, 0));   // frame origin
+  EXPECT_EQ(rgb->at<cv::Vec3b>(3, 4), cv::Vec3b(0, 0, 0));     // index 5: transparent
+  EXPECT_EQ(rgb->at<cv::Vec3b>(4, 6), PaletteRgb(local, 4));
+  EXPECT_EQ(rgb->at<cv::Vec3b>(5, 9), PaletteRgb(global, 2));
+}
+
+TEST(DecodeGif, Errors) {
+  using ::eqsim::testing::GifFrame;
+  using ::eqsim::testing::MakeGif;
+  GifFrame f;
+  f.width = 20;
+  f.height = 20;
+  f.indices.assign(400, 1);
+  const std::string gif = MakeGif(20, 20, Palette(4, 3), 0, f);
+  const std::string cut = gif.substr(0, gif.size() - 12);
+  EXPECT_THAT(std::string(DecodeImageRgb(cut).status().message()), HasSubstr("GIF"));
+  EXPECT_EQ(DecodeImageRgb(cut).status().code(), absl::StatusCode::kInvalidArgument);
+  // A screen of 60000 x 60000 is refused from the 13-byte header alone.
+  std::string huge("GIF89a\x60\xea\x60\xea\x00\x00\x00", 13);
+  EXPECT_EQ(DecodeImageRgb(huge).status().message(),
+            "image is 60000x60000 = 3600000000 pixels, over the limit of 40000000");
+  EXPECT_EQ(DecodeImageRgb(std::string("GIF89a\x01\x00\x01\x00\x00\x00\x00\x3b", 14)).status().message(),
+            "malformed GIF: the file has no image");
+  // A data stream whose first code after the clear code is not a colour index: the image
+  // descriptor follows the comment extension; its LZW data starts 12 bytes further (10 of
+  // descriptor, the minimum code size 2, the sub-block length). 0xfc = codes 4 (clear), 7.
+  std::string bad = gif;
+  const size_t descriptor = bad.find(std::string("hello\0", 6)) + 6;
+  ASSERT_EQ(bad[descriptor], 0x2C);
+  ASSERT_EQ(bad[descriptor + 10], 2);
+  bad[descriptor + 12] = static_cast<char>(0xfc);
+  auto s = DecodeImageRgb(bad).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("malformed GIF"));
+}
+
 TEST(DecodeImageRgb, WebpChunkKinds) {
   cv::Mat bgra(20, 30, CV_8UC4, cv::Scalar(10, 20, 30, 255));
   const std::string lossless = Encode(".webp", ToBgr(GradientRgb(30, 20)), {cv::IMWRITE_WEBP_QUALITY, 101});
@@ -261,8 +358,8 @@ TEST(DecodeImageRgb, ExactErrorMessages) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), absl::StrCat("image could not be decoded (PNG 64x64, ", cut.size(),
                                       " bytes): corrupt or truncated data"));
-  EXPECT_THAT(std::string(DecodeImageRgb("GIF89a\x01\x00\x01\x00").status().message()),
-              HasSubstr("unsupported image format GIF"));
+  EXPECT_THAT(std::string(DecodeImageRgb(std::string("\0\0\0\x0cjP  \r\n", 10)).status().message()),
+              HasSubstr("unsupported image format JPEG 2000"));
   EXPECT_THAT(std::string(DecodeImageRgb(std::string("\xff\xd8\xff\xe0\x00\x10JFIF", 10)).status().message()),
               HasSubstr("image is truncated (JPEG"));
 }
@@ -314,6 +411,15 @@ TEST(DecodeImageRgb, ImagesAtTheLimitDecode) {
   EXPECT_TRUE(DecodeImageRgb(png, exact).ok());
 }
 
+std::string GifSeed() {
+  ::eqsim::testing::GifFrame f;
+  f.width = 32;
+  f.height = 24;
+  for (int i = 0; i < 32 * 24; ++i) f.indices.push_back(static_cast<uint8_t>((i / 5) % 16));
+  f.transparent = 3;
+  return ::eqsim::testing::MakeGif(32, 24, Palette(16, 4), 1, f);
+}
+
 // Corrupted inputs (random byte flips and cuts of every supported format) must come back as
 // an error or a correctly sized image, never crash or exceed the limits.
 TEST(DecodeImageRgb, SurvivesCorruptedInputs) {
@@ -324,7 +430,7 @@ TEST(DecodeImageRgb, SurvivesCorruptedInputs) {
       Encode(".png", bgr), Encode(".png", bgra), Encode(".jpg", bgr),
       Encode(".jpg", bgr, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}), Encode(".bmp", bgr),
       Encode(".tiff", bgr), Encode(".ppm", bgr), Encode(".webp", bgr, {cv::IMWRITE_WEBP_QUALITY, 101}),
-      Encode(".webp", bgra, {cv::IMWRITE_WEBP_QUALITY, 70})};
+      Encode(".webp", bgra, {cv::IMWRITE_WEBP_QUALITY, 70}), GifSeed()};
   std::mt19937 rng(12345);
   ImageLimits limits;
   limits.max_pixels = 1 << 20;
