@@ -465,8 +465,9 @@ absl::StatusOr<cv::Mat> DecodeImageRgb(std::string_view bytes, const ImageLimits
     return absl::InvalidArgumentError(absl::StrCat("image has zero width or height (", h.format,
                                                    " header says ", h.width, "x", h.height, ")"));
   }
-  const int64_t pixels = h.width * h.height;
-  if (pixels > limits.max_pixels) {
+  // Header dimensions are at most 32 bits each, so the product fits in 64 unsigned bits.
+  const uint64_t pixels = static_cast<uint64_t>(h.width) * static_cast<uint64_t>(h.height);
+  if (pixels > static_cast<uint64_t>(limits.max_pixels)) {
     return absl::InvalidArgumentError(absl::StrCat("image is ", h.width, "x", h.height, " = ",
                                                    pixels, " pixels, over the limit of ",
                                                    limits.max_pixels));
@@ -620,15 +621,24 @@ absl::StatusOr<ImageTensor> ImagePreprocessor::FromEncoded(std::string_view byte
 
 ImageTensor ImagePreprocessor::FromRgb(const cv::Mat& input) const {
   cv::Mat rgb = input;
-  if (rgb.type() != CV_8UC3) {
+  if (rgb.empty()) {
+    rgb = cv::Mat(1, 1, CV_8UC3, cv::Scalar(0, 0, 0));
+  } else if (rgb.type() != CV_8UC3) {
     // Same conversion as decoding; the channels of 3/4-channel input are taken as RGB(A).
-    cv::Mat swapped = rgb;
-    if (rgb.channels() == 3) cv::cvtColor(rgb, swapped, cv::COLOR_RGB2BGR);
-    if (rgb.channels() == 4) cv::cvtColor(rgb, swapped, cv::COLOR_RGBA2BGRA);
-    auto converted = ToRgb8(swapped);
-    rgb = converted.ok() ? *converted : cv::Mat(1, 1, CV_8UC3, cv::Scalar(0, 0, 0));
+    // Depths other than 8U / 16U / 32F / 64F (which decoders never produce) become black.
+    cv::Mat converted;
+    try {
+      cv::Mat src = rgb;
+      if (src.depth() == CV_64F) src.convertTo(src, CV_32F);
+      cv::Mat swapped = src;
+      if (src.channels() == 3) cv::cvtColor(src, swapped, cv::COLOR_RGB2BGR);
+      if (src.channels() == 4) cv::cvtColor(src, swapped, cv::COLOR_RGBA2BGRA);
+      auto c = ToRgb8(swapped);
+      if (c.ok()) converted = std::move(*c);
+    } catch (const cv::Exception&) {
+    }
+    rgb = converted.empty() ? cv::Mat(input.rows, input.cols, CV_8UC3, cv::Scalar(0, 0, 0)) : converted;
   }
-  if (rgb.empty()) rgb = cv::Mat(1, 1, CV_8UC3, cv::Scalar(0, 0, 0));
   const int s = size_;
   cv::Mat out;
   if (recipe_ == config::ImagePreprocess::CLIP) {

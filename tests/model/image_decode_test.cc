@@ -380,6 +380,9 @@ TEST(DecodeImageRgb, HugeHeadersFailBeforeAnyDecoding) {
          std::string("\x60\x79\xfe\xff", 4);
   EXPECT_EQ(DecodeImageRgb(bmp).status().message(),
             "image is 100000x100000 = 10000000000 pixels, over the limit of 40000000");
+  // 32-bit dimensions at their maximum: the product needs all 64 bits.
+  EXPECT_EQ(DecodeImageRgb(PngSignature() + PngIhdr(0xFFFFFFFF, 0xFFFFFFFF, 8, 2)).status().message(),
+            "image is 4294967295x4294967295 = 18446744065119617025 pixels, over the limit of 40000000");
   // Zero width.
   EXPECT_THAT(std::string(DecodeImageRgb(PngSignature() + PngIhdr(0, 5, 8, 2)).status().message()),
               HasSubstr("zero width or height"));

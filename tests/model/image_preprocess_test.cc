@@ -437,6 +437,13 @@ TEST(ImagePreprocessor, NonRgb8InputIsConverted) {
   for (int c = 0; c < 3; ++c) EXPECT_FLOAT_EQ(At(t, c, 3, 3), (200 / 255.0f - 0.5f) / 0.5f);
   cv::Mat rgba(64, 64, CV_8UC4, cv::Scalar(200, 100, 0, 0));  // fully transparent -> black
   EXPECT_FLOAT_EQ(At(p.FromRgb(rgba), 0, 1, 1), -1.0f);
+  // Odd inputs never throw: empty -> one black pixel, float RGB in [0, 1], signed -> black.
+  EXPECT_FLOAT_EQ(At(p.FromRgb(cv::Mat()), 0, 0, 0), -1.0f);
+  const ImageTensor f = p.FromRgb(cv::Mat(8, 8, CV_64FC3, cv::Scalar(1.0, 0.0, 0.5)));
+  EXPECT_FLOAT_EQ(At(f, 0, 2, 2), 1.0f);
+  EXPECT_FLOAT_EQ(At(f, 1, 2, 2), -1.0f);
+  EXPECT_FLOAT_EQ(At(f, 2, 2, 2), (128 / 255.0f - 0.5f) / 0.5f);
+  EXPECT_FLOAT_EQ(At(p.FromRgb(cv::Mat(8, 8, CV_8SC3, cv::Scalar(5, 5, 5))), 0, 0, 0), -1.0f);
 }
 
 TEST(ImagePreprocessor, ConcurrentUseGivesIdenticalResults) {
