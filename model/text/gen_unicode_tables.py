@@ -97,6 +97,22 @@ def main():
     for i in range(0, len(pairs), 4):
         w('    ' + ' '.join('{0x%X, 0x%X, 0x%X},' % r for r in pairs[i:i + 4]) + '\n')
     w('};\n')
+    # Final sigma (str.lower): Python skips Case_Ignorable code points around U+03A3 and looks
+    # for a Cased one. Both sets are read off Python's own lower():
+    #   'A' + c + SIGMA -> final  iff  c is case-ignorable or cased
+    #   c + SIGMA       -> final  iff  c is cased and not case-ignorable
+    sigma, final = '\u03a3', '\u03c2'
+    def ignorable(cp):
+        c = chr(cp)
+        return ('A' + c + sigma).lower()[-1] == final and (c + sigma).lower()[-1] != final
+    def cased(cp):
+        return (chr(cp) + sigma).lower()[-1] == final
+    for name, pred in (('kCaseIgnorableRanges', ignorable), ('kCasedRanges', cased)):
+        rs = ranges(pred)
+        w('constexpr Range %s[] = {\n' % name)
+        for i in range(0, len(rs), 6):
+            w('    ' + ' '.join('{0x%X, 0x%X},' % r for r in rs[i:i + 6]) + '\n')
+        w('};\n')
     w('constexpr LowerRun kLowerRuns[] = {\n')
     runs = lower_runs()
     for i in range(0, len(runs), 4):

@@ -101,7 +101,12 @@ constexpr Range kSpaces[] = {
     {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
 };
 
-bool IsCasedLetter(char32_t c) { return IsUnicodeLetter(c); }
+// Python's Final_Sigma test: Case_Ignorable code points are skipped; of the others, the
+// Cased ones count (kCasedRanges holds Cased and not Case_Ignorable).
+bool IsCaseIgnorable(char32_t c) {
+  return InRanges(kCaseIgnorableRanges, std::size(kCaseIgnorableRanges), c);
+}
+bool IsCasedNotIgnorable(char32_t c) { return InRanges(kCasedRanges, std::size(kCasedRanges), c); }
 
 char32_t LowerOne(char32_t c) {
   if (c < 0x80) return (c >= 'A' && c <= 'Z') ? c + 32 : c;
@@ -186,10 +191,17 @@ std::u32string PyLower(const std::u32string& s) {
       continue;
     }
     if (c == 0x3A3) {
-      // Final sigma: preceded by a cased letter and not followed by one.
-      const bool before = i > 0 && IsCasedLetter(s[i - 1]);
-      const bool after = i + 1 < s.size() && IsCasedLetter(s[i + 1]);
-      out.push_back(before && !after ? 0x3C2 : 0x3C3);
+      // Final sigma: \p{Cased} \p{Case_Ignorable}* Σ, not followed by
+      // \p{Case_Ignorable}* \p{Cased} (Python's handle_capital_sigma).
+      long j = static_cast<long>(i) - 1;
+      while (j >= 0 && IsCaseIgnorable(s[j])) --j;
+      bool final_sigma = j >= 0 && IsCasedNotIgnorable(s[j]);
+      if (final_sigma) {
+        size_t k = i + 1;
+        while (k < s.size() && IsCaseIgnorable(s[k])) ++k;
+        final_sigma = k == s.size() || !IsCasedNotIgnorable(s[k]);
+      }
+      out.push_back(final_sigma ? 0x3C2 : 0x3C3);
       continue;
     }
     out.push_back(LowerOne(c));

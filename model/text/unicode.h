@@ -19,8 +19,8 @@ bool IsUnicodeSpace(char32_t cp);
 bool IsPythonSpace(char32_t cp);
 
 // Python's str.lower(): every single-code-point lower-case mapping of Unicode 14 (generated
-// table), U+0130 -> "i\u0307", and the final-sigma rule (Σ -> ς after a letter and not
-// before one; Python's exact rule also skips case-ignorable marks).
+// table), U+0130 -> "i\u0307", and Python's final-sigma rule (Σ -> ς after a cased letter,
+// skipping case-ignorable code points, and not before one; tables read off Python itself).
 std::u32string PyLower(const std::u32string& s);
 
 // Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical

@@ -293,6 +293,29 @@ print(json.dumps(cases))
   EXPECT_EQ(*Tok().Encode("cafe\u0301 cre\u0300me bru\u0302le\u0301e"), *Tok().Encode("café crème brûlée"));
 }
 
+// Python's final-sigma rule in context: capital sigma between random letters, marks,
+// apostrophes, digits, CJK, spaces and other sigmas.
+TEST(Unicode, FinalSigmaAgreesWithPython) {
+  const std::string out = RunPython(R"(
+import json, random
+random.seed(11)
+pool = ['\u03a3', '\u03a3', 'A', 'a', '\u0391', '\u03b1', '\u0301', '\u0345', "'", '.', ':',
+        '\u00b7', '\u02b0', '\u00aa', '1', ' ', '\u65e5', '\u0410', '-', '\u00ad', '\u200d']
+cases = [''.join(random.choice(pool) for _ in range(random.randint(1, 6))) for _ in range(3000)]
+print(json.dumps([[c, c.lower()] for c in cases]))
+)");
+  auto cases = nlohmann::json::parse(out);
+  int bad = 0;
+  for (const auto& c : cases) {
+    const std::string got = Utf8(PyLower(U32(c[0].get<std::string>())));
+    if (got != c[1].get<std::string>() && ++bad <= 5) {
+      ADD_FAILURE() << "lower('" << c[0].get<std::string>() << "') = '" << got << "', python '"
+                    << c[1].get<std::string>() << "'";
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST(ValidateText, PreciseErrors) {
   EXPECT_TRUE(ValidateText("ok").ok());
   EXPECT_EQ(ValidateText("").message(), "text is empty");
