@@ -69,11 +69,32 @@ absl::StatusOr<Matrix> EncoderEmbeddingSource::EmbedImages(
   for (size_t i = 0; i < n; ++i) {
     if (!errors[i].ok()) return Annotate(errors[i], absl::StrCat("item ", i));
   }
+  std::vector<const ImageTensor*> ptrs;
+  for (const auto& t : tensors) ptrs.push_back(&t);
+  return EmbedPreprocessedImages(ptrs);
+}
+
+absl::StatusOr<ImageTensor> EncoderEmbeddingSource::PreprocessImage(
+    const std::string& encoded_image) const {
+  return preprocessor_.FromEncoded(encoded_image);
+}
+
+absl::StatusOr<Matrix> EncoderEmbeddingSource::EmbedPreprocessedImages(
+    const std::vector<const ImageTensor*>& images) {
+  Matrix all;
+  const size_t n = images.size();
+  if (n == 0) return all;
+  for (size_t i = 0; i < n; ++i) {
+    if (images[i] == nullptr || images[i]->height != images[0]->height ||
+        images[i]->width != images[0]->width) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("item ", i, ": image tensor size differs from the batch's"));
+    }
+  }
   const size_t bs = static_cast<size_t>(options_.max_batch_size);
   for (size_t start = 0; start < n; start += bs) {
     const size_t stop = std::min(n, start + bs);
-    std::vector<const ImageTensor*> ptrs;
-    for (size_t i = start; i < stop; ++i) ptrs.push_back(&tensors[i]);
+    std::vector<const ImageTensor*> ptrs(images.begin() + start, images.begin() + stop);
     EQSIM_ASSIGN_OR_RETURN(Matrix m, encoder_.EncodeImages(StackImages(ptrs)));
     if (m.rows != static_cast<int64_t>(stop - start)) {
       return absl::InternalError(

@@ -35,6 +35,12 @@ class EncoderEmbeddingSource : public EmbeddingSource {
   // InvalidArgument "text 3: text is empty" names the first bad text.
   absl::StatusOr<Matrix> EmbedTexts(const std::vector<std::string>& texts) override;
 
+  // The evaluator decodes + preprocesses on its loader threads (a decode/encode pipeline).
+  bool SupportsPreprocessedImages() const override { return true; }
+  absl::StatusOr<ImageTensor> PreprocessImage(const std::string& encoded_image) const override;
+  absl::StatusOr<Matrix> EmbedPreprocessedImages(
+      const std::vector<const ImageTensor*>& images) override;
+
  private:
   std::shared_ptr<LoadedModel> keep_alive_;
   const Tokenizer& tokenizer_;

@@ -24,6 +24,15 @@ namespace eqsim {
 
 EmbeddingSource::~EmbeddingSource() = default;
 
+absl::StatusOr<ImageTensor> EmbeddingSource::PreprocessImage(const std::string&) const {
+  return absl::UnimplementedError("this embedding source does not preprocess images itself");
+}
+
+absl::StatusOr<Matrix> EmbeddingSource::EmbedPreprocessedImages(
+    const std::vector<const ImageTensor*>&) {
+  return absl::UnimplementedError("this embedding source does not preprocess images itself");
+}
+
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -76,7 +85,8 @@ class WorkerPool {
 struct LoadBatch {
   std::vector<int32_t> ids;
   std::vector<std::string> bytes;
-  std::vector<std::string> errors;  // non-empty: the load failed
+  std::vector<ImageTensor> tensors;  // when the source preprocesses on the loader threads
+  std::vector<std::string> errors;   // non-empty: the load failed
   std::mutex mu;
   std::condition_variable cv;
   size_t remaining = 0;
@@ -229,6 +239,8 @@ class Runner {
   // Embeds `items` (their ids in `ids`) into `cache`, retrying one by one on InvalidArgument.
   absl::Status EmbedBatch(bool images, const std::vector<std::string>& items,
                           const std::vector<int32_t>& ids, EmbeddingCache& cache);
+  absl::Status EmbedTensorBatch(const std::vector<const ImageTensor*>& tensors,
+                                const std::vector<int32_t>& ids);
   absl::Status StoreRows(const Matrix& m, const std::vector<int32_t>& ids, size_t n,
                          EmbeddingCache& cache);
   absl::Status RunChunk(int64_t chunk, int64_t begin, int64_t end, ChunkResult* out);
@@ -289,6 +301,30 @@ absl::Status Runner::EmbedBatch(bool images, const std::vector<std::string>& ite
   return absl::OkStatus();
 }
 
+absl::Status Runner::EmbedTensorBatch(const std::vector<const ImageTensor*>& tensors,
+                                      const std::vector<int32_t>& ids) {
+  if (tensors.empty()) return absl::OkStatus();
+  auto m = source_.EmbedPreprocessedImages(tensors);
+  if (m.ok()) {
+    images_embedded_ += static_cast<int64_t>(tensors.size());
+    return StoreRows(*m, ids, tensors.size(), image_cache_);
+  }
+  if (m.status().code() != absl::StatusCode::kInvalidArgument) return m.status();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (Cancelled()) return CancelledStatus();
+    auto one = source_.EmbedPreprocessedImages({tensors[i]});
+    if (one.ok()) {
+      images_embedded_ += 1;
+      EQSIM_RETURN_IF_ERROR(StoreRows(*one, {ids[i]}, 1, image_cache_));
+    } else if (one.status().code() == absl::StatusCode::kInvalidArgument) {
+      image_cache_.Fail(ids[i], StripItemPrefix(std::string(one.status().message())));
+    } else {
+      return one.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Runner::RunChunk(int64_t chunk, int64_t begin, int64_t end, ChunkResult* out) {
   const int ni = plan_.ni, nt = plan_.nt;
   // The items this chunk needs that are not embedded (or known bad) yet, in first-use order.
@@ -330,7 +366,9 @@ absl::Status Runner::RunChunk(int64_t chunk, int64_t begin, int64_t end, ChunkRe
     ReportProgress(begin, end - begin, items_done, items_total);
   }
 
-  // Images: the pool reads files `prefetch_batches` batches ahead of the encoder.
+  // Images: the pool reads (and, when the source supports it, decodes and preprocesses) files
+  // `prefetch_batches` batches ahead of the encoder.
+  const bool preprocess = source_.SupportsPreprocessedImages();
   std::deque<std::shared_ptr<LoadBatch>> inflight;
   size_t next = 0;
   auto submit_next = [&]() {
@@ -340,20 +378,35 @@ absl::Status Runner::RunChunk(int64_t chunk, int64_t begin, int64_t end, ChunkRe
     batch->ids.assign(need_images.begin() + next, need_images.begin() + stop);
     batch->bytes.resize(batch->ids.size());
     batch->errors.resize(batch->ids.size());
+    if (preprocess) batch->tensors.resize(batch->ids.size());
     batch->remaining = batch->ids.size();
     next = stop;
     for (size_t i = 0; i < batch->ids.size(); ++i) {
       const ImageRef* ref = plan_.images[batch->ids[i]];
       const int64_t max_bytes = options_.max_image_bytes;
-      pool_->Submit([batch, i, ref, max_bytes] {
+      const EmbeddingSource* source = &source_;
+      pool_->Submit([batch, i, ref, max_bytes, preprocess, source] {
+        std::string error;
+        std::string bytes_out;
+        ImageTensor tensor;
         auto bytes = LoadImageBytes(*ref, max_bytes);
-        std::lock_guard<std::mutex> lock(batch->mu);
-        if (bytes.ok()) {
-          batch->bytes[i] = *std::move(bytes);
+        if (!bytes.ok()) {
+          error = std::string(bytes.status().message());
+        } else if (preprocess) {
+          auto t = source->PreprocessImage(*bytes);
+          if (t.ok()) {
+            tensor = *std::move(t);
+          } else {
+            error = std::string(t.status().message());
+          }
         } else {
-          batch->errors[i] = std::string(bytes.status().message());
-          if (batch->errors[i].empty()) batch->errors[i] = "unreadable";
+          bytes_out = *std::move(bytes);
         }
+        if (!bytes.ok() && error.empty()) error = "unreadable";
+        std::lock_guard<std::mutex> lock(batch->mu);
+        batch->errors[i] = std::move(error);
+        batch->bytes[i] = std::move(bytes_out);
+        if (preprocess) batch->tensors[i] = std::move(tensor);
         if (--batch->remaining == 0) batch->cv.notify_all();
       });
     }
@@ -377,16 +430,22 @@ absl::Status Runner::RunChunk(int64_t chunk, int64_t begin, int64_t end, ChunkRe
     batch->Wait();
     submit_next();
     std::vector<std::string> bytes;
+    std::vector<const ImageTensor*> tensors;
     std::vector<int32_t> ids;
     for (size_t i = 0; i < batch->ids.size(); ++i) {
       if (!batch->errors[i].empty()) {
         image_cache_.Fail(batch->ids[i], batch->errors[i]);
+        continue;
+      }
+      if (preprocess) {
+        tensors.push_back(&batch->tensors[i]);
       } else {
         bytes.push_back(std::move(batch->bytes[i]));
-        ids.push_back(batch->ids[i]);
       }
+      ids.push_back(batch->ids[i]);
     }
-    absl::Status st = EmbedBatch(true, bytes, ids, image_cache_);
+    absl::Status st =
+        preprocess ? EmbedTensorBatch(tensors, ids) : EmbedBatch(true, bytes, ids, image_cache_);
     if (!st.ok()) {
       drain();
       return st;

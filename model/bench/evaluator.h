@@ -41,6 +41,17 @@ class EmbeddingSource {
   virtual absl::StatusOr<Matrix> EmbedImages(const std::vector<std::string>& encoded_images) = 0;
   // One L2-normalised row per text, in order.
   virtual absl::StatusOr<Matrix> EmbedTexts(const std::vector<std::string>& texts) = 0;
+
+  // Optional pipeline hook for sources that preprocess images locally (EncoderEmbeddingSource):
+  // when SupportsPreprocessedImages() is true, the evaluator's loader threads call
+  // PreprocessImage (decode + resize + normalise; must be thread-safe) while the calling
+  // thread encodes the previous batch with EmbedPreprocessedImages. The defaults say "not
+  // supported" and EmbedImages is used instead (remote sources, the server's batcher).
+  virtual bool SupportsPreprocessedImages() const { return false; }
+  virtual absl::StatusOr<ImageTensor> PreprocessImage(const std::string& encoded_image) const;
+  // One L2-normalised row per tensor, in order.
+  virtual absl::StatusOr<Matrix> EmbedPreprocessedImages(
+      const std::vector<const ImageTensor*>& images);
 };
 
 // The outcome of one chunk of samples [begin, end) of Benchmark::samples.

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -363,6 +364,73 @@ TEST(EvaluatorTest, ValseAndLeaderboardScoreFilesRoundTripThroughNumpy) {
                                        &out),
             0);
   EXPECT_EQ(out, "(2, 2) [[1.0, 0.0], [0.0, 1.0]]\n");
+}
+
+// A source that lets the evaluator's loader threads preprocess: "IMG:conceptN" -> a 1x1
+// tensor holding N; embeddings are one-hot on axis N for images and for "conceptN" texts.
+class PreprocessingSource : public EmbeddingSource {
+ public:
+  static int ConceptOf(const std::string& s) {
+    const size_t p = s.find("concept");
+    return p == std::string::npos ? -1 : std::atoi(s.c_str() + p + 7);
+  }
+  absl::StatusOr<Matrix> EmbedImages(const std::vector<std::string>&) override {
+    return absl::InternalError("EmbedImages must not be called when preprocessing is supported");
+  }
+  absl::StatusOr<Matrix> EmbedTexts(const std::vector<std::string>& texts) override {
+    Matrix m(static_cast<int64_t>(texts.size()), 16);
+    for (size_t i = 0; i < texts.size(); ++i) m.row(i)[ConceptOf(texts[i])] = 1;
+    return m;
+  }
+  bool SupportsPreprocessedImages() const override { return true; }
+  absl::StatusOr<ImageTensor> PreprocessImage(const std::string& bytes) const override {
+    ++preprocessed;
+    if (!absl::StartsWith(bytes, "IMG:")) return absl::InvalidArgumentError("not an image");
+    ImageTensor t;
+    t.height = t.width = 1;
+    t.data = {static_cast<float>(ConceptOf(bytes)), 0, 0};
+    return t;
+  }
+  absl::StatusOr<Matrix> EmbedPreprocessedImages(
+      const std::vector<const ImageTensor*>& images) override {
+    ++embed_calls;
+    Matrix m(static_cast<int64_t>(images.size()), 16);
+    for (size_t i = 0; i < images.size(); ++i) m.row(i)[static_cast<int>(images[i]->data[0])] = 1;
+    return m;
+  }
+  mutable std::atomic<int> preprocessed{0};
+  int embed_calls = 0;
+};
+
+TEST(EvaluatorTest, PreprocessingSourcesGetTheSameScores) {
+  TempDir dir;
+  Benchmark b = MakePairs(dir, 30);
+  WriteFile(dir / "img/3.png", "corrupt");  // images are read at evaluation time
+  FakeSource bytes_src;
+  PreprocessingSource pre_src;
+  EvalOptions opts;
+  opts.batch_size = 3;
+  opts.chunk_size = 8;
+  opts.threads = 3;
+  opts.keep_scores = true;
+  auto a = Evaluate(b, bytes_src, opts);
+  auto c = Evaluate(b, pre_src, opts);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(pre_src.preprocessed.load(), 7);  // each distinct image once, on loader threads
+  EXPECT_EQ(c->images_embedded, 6);
+  EXPECT_EQ(c->overall.skipped, a->overall.skipped);
+  EXPECT_GT(c->overall.skipped, 0);
+  EXPECT_EQ(c->overall.group_correct, a->overall.group_correct);
+  ASSERT_EQ(c->skipped.size(), a->skipped.size());
+  EXPECT_EQ(c->skipped[0].reason, "image1 '3.png': not an image");
+  for (size_t i = 0; i < a->scores.size(); ++i) {
+    if (std::isnan(a->scores[i])) {
+      EXPECT_TRUE(std::isnan(c->scores[i])) << i;
+    } else {
+      EXPECT_EQ(a->scores[i], c->scores[i]) << i;
+    }
+  }
 }
 
 TEST(ChunkResultTest, JsonRoundTripKeepsNanAndRejectsGarbage) {
