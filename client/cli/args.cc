@@ -36,6 +36,13 @@ absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                      const std::vector<std::string>& allowed,
                                      const std::string& command) {
   ParsedArgs out;
+  // Start from the defaults, so that running several commands in one process (tests, an
+  // embedding program) never inherits a flag from the previous one.
+  for (const std::string& name : allowed) {
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string ignored;
+    if (flag != nullptr) flag->ParseFrom(flag->DefaultValue(), &ignored);
+  }
   auto is_allowed = [&](const std::string& n) {
     return std::find(allowed.begin(), allowed.end(), n) != allowed.end();
   };

@@ -27,7 +27,8 @@ struct ParsedArgs {
 };
 
 // Parses `args` (the words after the subcommand) accepting the absl flags named in
-// `allowed` (underscore spelling) and sets them. Values: --f=v, --f v; booleans --f,
+// `allowed` (underscore spelling) and sets them; allowed flags not given are reset to their
+// defaults first. Values: --f=v, --f v; booleans --f,
 // --nof, --f=true|false. std::vector<std::string> flags accumulate over repetitions (and
 // still split on commas). "--" ends the flags. "-h"/"--help" sets `help`.
 // `command` names the subcommand in messages.
