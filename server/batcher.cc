@@ -124,6 +124,13 @@ absl::Status Batcher::Enqueue(const std::string& key,
   return status;
 }
 
+void Batcher::StartFlushing() {
+  absl::MutexLock lock(&mu_);
+  flushing_ = true;
+  ++generation_;
+  cv_.SignalAll();
+}
+
 void Batcher::Notify() {
   absl::MutexLock lock(&mu_);
   ++generation_;

@@ -121,6 +121,10 @@ class Batcher {
   // thread, every batch that is ready at clock->Now(). Returns the number of batches run.
   int RunReadyBatches();
 
+  // From now on every queue runs what it holds without waiting for max_queue_delay (drain);
+  // new tasks are still accepted (requests already past preprocessing must get in).
+  void StartFlushing();
+
   // Stops accepting, runs queued work until `timeout` passes (real time), drops the rest
   // with UNAVAILABLE and joins the workers. Returns true if nothing had to be dropped.
   bool Shutdown(absl::Duration timeout);

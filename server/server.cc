@@ -198,6 +198,7 @@ int RunServer(const ServerOptions& o) {
   Log(absl::StrCat("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT", "; draining (",
                    service.in_flight(), " call(s) in flight, timeout ", o.drain_timeout_s, " s)"));
   health.SetDraining();
+  batcher.StartFlushing();  // queued requests run now instead of waiting for their batch
   stop_polling.Notify();
   if (poller.joinable()) poller.join();
   // Jobs first: running ones checkpoint and stop, their watchers end with UNAVAILABLE.

@@ -262,6 +262,17 @@ TEST_F(BatcherTest, ShutdownRunsQueuedWorkAndRefusesNew) {
             absl::StatusCode::kUnavailable);
 }
 
+TEST_F(BatcherTest, FlushingRunsPartialBatchesAtOnceAndStillAccepts) {
+  AddQueue("q", 8, 1000000, 64);
+  ASSERT_TRUE(batcher_->Enqueue("q", One(T("a", 1, &log_))).ok());
+  EXPECT_EQ(batcher_->RunReadyBatches(), 0);
+  batcher_->StartFlushing();
+  EXPECT_EQ(batcher_->RunReadyBatches(), 1);
+  ASSERT_TRUE(batcher_->Enqueue("q", One(T("b", 1, &log_))).ok());
+  EXPECT_EQ(batcher_->RunReadyBatches(), 1);
+  EXPECT_THAT(log_.batches, ElementsAre(ElementsAre("a"), ElementsAre("b")));
+}
+
 // Real threads: two workers, at most one of them on LOW-only work. With one LOW batch
 // blocked in compute, a second ready LOW batch must wait, while a HIGH task is served.
 TEST(BatcherThreads, LowPriorityWorkLeavesAWorkerForOnlineRequests) {
