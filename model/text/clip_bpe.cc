@@ -314,13 +314,14 @@ std::u32string FtfyLite(const std::u32string& text) {
     }
     out.push_back(c);
   }
-  for (char32_t& c : out) {
-    if (c >= 0xFF01 && c <= 0xFF5E) c -= 0xFEE0;  // fullwidth ASCII
-    else if (c == 0x3000) c = ' ';
-    else if (c == 0x2BC || (c >= 0x2018 && c <= 0x201B)) c = '\'';  // uncurl_quotes
+  std::u32string width_fixed;  // fix_character_width
+  width_fixed.reserve(out.size());
+  for (char32_t c : out) AppendWidthFixed(c, &width_fixed);
+  for (char32_t& c : width_fixed) {  // uncurl_quotes
+    if (c == 0x2BC || (c >= 0x2018 && c <= 0x201B)) c = '\'';
     else if (c >= 0x201C && c <= 0x201F) c = '"';
   }
-  return Nfc(out);  // ftfy's normalization="NFC"
+  return Nfc(width_fixed);  // ftfy's normalization="NFC"
 }
 
 absl::StatusOr<std::string> ClipCleanText(std::string_view text) {

@@ -9,9 +9,10 @@
 // that matter for captions and skip the rest:
 //   done:    HTML unescape when the text holds no '<' (ftfy's unescape_html="auto"), removal of
 //            control characters (C0 except \t\n\r\f, DEL, U+206A-206F, BOM, U+FFF9-FFFC),
-//            Latin ligatures (U+FB00-FB06, IJ/DZ/LJ/NJ digraphs), fullwidth ASCII and U+3000 to
-//            ASCII, curly quotes to ' and ", and NFC normalisation (model/text/unicode.h).
-//   skipped: mojibake repair (fix_encoding), C1-as-cp1252, halfwidth katakana.
+//            Latin ligatures (U+FB00-FB06, IJ/DZ/LJ/NJ digraphs), character width (U+3000 and
+//            U+FF01..U+FFEF to their NFKC forms: fullwidth ASCII, halfwidth katakana / hangul),
+//            curly quotes to ' and ", and NFC normalisation (model/text/unicode.h).
+//   skipped: mojibake repair (fix_encoding), C1 controls read as cp1252.
 // Then, as the original: HTML entities unescaped twice with Python's html.unescape rules
 // (numeric references, all 2231 HTML5 named entities incl. the legacy no-semicolon forms and
 // longest-prefix matching; table generated from html.entities), whitespace runs to one space,

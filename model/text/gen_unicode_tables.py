@@ -113,6 +113,17 @@ def main():
         for i in range(0, len(rs), 6):
             w('    ' + ' '.join('{0x%X, 0x%X},' % r for r in rs[i:i + 6]) + '\n')
         w('};\n')
+    # ftfy.fix_character_width: NFKC of the halfwidth / fullwidth forms U+FF01..U+FFEF.
+    widths = []
+    for cp in range(0xFF01, 0xFFF0):
+        alt = unicodedata.normalize('NFKC', chr(cp))
+        if alt != chr(cp):
+            cps = [ord(x) for x in alt] + [0]
+            widths.append((cp, cps[0], cps[1]))
+    w('constexpr WidthMapping kWidthMap[] = {\n')
+    for i in range(0, len(widths), 4):
+        w('    ' + ' '.join('{0x%X, 0x%X, 0x%X},' % r for r in widths[i:i + 4]) + '\n')
+    w('};\n')
     w('constexpr LowerRun kLowerRuns[] = {\n')
     runs = lower_runs()
     for i in range(0, len(runs), 4):

@@ -41,6 +41,10 @@ struct Composition {
   char32_t first, second, composed;
 };
 
+struct WidthMapping {
+  char32_t cp, to1, to2;  // to2 = 0 for one code point
+};
+
 #include "model/text/unicode_tables.inc"
 
 // Hangul syllable arithmetic (Unicode 3.12).
@@ -137,6 +141,24 @@ bool IsUnicodeNumber(char32_t cp) {
 bool IsUnicodeSpace(char32_t cp) { return InRanges(kSpaces, std::size(kSpaces), cp); }
 
 bool IsPythonSpace(char32_t cp) { return IsUnicodeSpace(cp) || (cp >= 0x1C && cp <= 0x1F); }
+
+void AppendWidthFixed(char32_t c, std::u32string* out) {
+  if (c == 0x3000) {
+    out->push_back(' ');
+    return;
+  }
+  if (c >= 0xFF01 && c <= 0xFFEF) {
+    const WidthMapping* end = kWidthMap + std::size(kWidthMap);
+    const WidthMapping* it = std::lower_bound(
+        kWidthMap, end, c, [](const WidthMapping& m, char32_t v) { return m.cp < v; });
+    if (it != end && it->cp == c) {
+      out->push_back(it->to1);
+      if (it->to2 != 0) out->push_back(it->to2);
+      return;
+    }
+  }
+  out->push_back(c);
+}
 
 std::u32string Nfc(const std::u32string& s) {
   // Quick check: nothing below U+0300 changes under NFC or composes with what precedes it.

@@ -23,6 +23,10 @@ bool IsPythonSpace(char32_t cp);
 // skipping case-ignorable code points, and not before one; tables read off Python itself).
 std::u32string PyLower(const std::u32string& s);
 
+// ftfy's fix_character_width for one code point: U+3000 -> ' ', U+FF01..U+FFEF (fullwidth
+// ASCII, halfwidth katakana / hangul, fullwidth symbols) -> their NFKC form; else c itself.
+void AppendWidthFixed(char32_t c, std::u32string* out);
+
 // Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
 // composition incl. Hangul), as unicodedata.normalize("NFC", s) with Unicode 14 tables.
 std::u32string Nfc(const std::u32string& s);

@@ -185,6 +185,8 @@ TEST(ClipBpe, CleaningSteps) {
   EXPECT_EQ(*Tok().Encode("don\u2019t"), *Tok().Encode("don't"));
   EXPECT_EQ(*Tok().Encode("\ufb01sh \u201cquoted\u201d"), *Tok().Encode("fish \"quoted\""));
   EXPECT_EQ(*Tok().Encode("\uff21\uff22\uff23\u3000x"), *Tok().Encode("abc x"));
+  // Halfwidth katakana with a halfwidth voiced mark: width fix, then NFC composes ガ.
+  EXPECT_EQ(*ClipCleanText("\uff76\uff9e\uff97\uff7d"), "\u30ac\u30e9\u30b9");
   EXPECT_EQ(*Tok().Encode(std::string("a\x01\x7f" "b", 4)), *Tok().Encode("ab"));
 }
 
