@@ -629,6 +629,50 @@ TEST_F(ClientServerTest, LoadtestReportsThroughputAndPercentiles) {
   EXPECT_THAT(r.out, HasSubstr("p99 ms"));
 }
 
+// kill -STOP: the server stops answering without closing anything; keep-alive pings notice,
+// the watch reconnects (attempts time out while it is stopped) and, after kill -CONT,
+// follows the job to the end.
+TEST_F(ClientServerTest, WatchSurvivesAPausedServer) {
+  MakeClient({world->a->target()});
+  ClientOptions o;
+  o.targets = {world->a->target()};
+  o.keepalive_time = absl::Milliseconds(500);
+  o.keepalive_timeout = absl::Milliseconds(500);
+  o.retry.initial_backoff = absl::Milliseconds(100);
+  o.retry.max_backoff = absl::Milliseconds(500);
+  o.max_reconnect_backoff = absl::Milliseconds(300);
+  auto client = Client::Create(o);
+  ASSERT_TRUE(client.ok());
+  v1::EvaluationSpec spec;
+  spec.set_format(v1::WINOGROUND);
+  spec.set_annotation_path("bench/annotations/big.jsonl");
+  spec.set_image_root("bench");
+  auto job = (*client)->SubmitEvaluation(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  bool paused = false;
+  std::thread resumer;
+  int reconnects = 0;
+  auto final_state = (*client)->WatchEvaluation(
+      job->id(),
+      [&](const v1::Evaluation& ev) {
+        if (!paused && !IsTerminal(ev.state())) {
+          paused = true;
+          world->a->Signal(SIGSTOP);
+          resumer = std::thread([] {
+            absl::SleepFor(absl::Seconds(3));
+            world->a->Signal(SIGCONT);
+          });
+        }
+      },
+      [&](const absl::Status&, int) { ++reconnects; });
+  if (resumer.joinable()) resumer.join();
+  world->a->Signal(SIGCONT);
+  ASSERT_TRUE(paused) << "the job ended before the first event";
+  ASSERT_TRUE(final_state.ok()) << final_state.status();
+  EXPECT_EQ(final_state->state(), v1::SUCCEEDED) << final_state->error();
+  EXPECT_GE(reconnects, 1);
+}
+
 // Last: server A is killed mid-job (SIGKILL) and restarted on the same port; the CLI watch
 // (through a proxy, so the test knows it is attached) reconnects, and the job, resumed from
 // the server's state dir, finishes with every sample.
