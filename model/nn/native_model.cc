@@ -132,6 +132,7 @@ absl::StatusOr<NativeModelOptions> NativeModelOptions::FromConfig(const config::
   o.image_stages = pick(n.image_stages(), o.image_stages);
   o.image_blocks = pick(n.image_blocks(), o.image_blocks);
   o.image_pool_grid = pick(n.image_pool_grid(), o.image_pool_grid);
+  o.image_stem_stride = pick(n.image_stem_stride(), o.image_stem_stride);
   o.text_width = pick(n.text_width(), o.text_width);
   o.text_layers = pick(n.text_layers(), o.text_layers);
   o.text_heads = pick(n.text_heads(), o.text_heads);
@@ -170,6 +171,9 @@ absl::Status NativeModelOptions::Validate() const {
   if (image_pool_grid < 1 || image_pool_grid > 16) {
     return bad("image_pool_grid", image_pool_grid, "in [1, 16]");
   }
+  if (image_stem_stride < 1 || image_stem_stride > 4) {
+    return bad("image_stem_stride", image_stem_stride, "in [1, 4]");
+  }
   if (static_cast<int64_t>(image_width) << (image_stages - 1) > 65536) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "native.image_width %d doubled over %d stages is too wide", image_width, image_stages));
@@ -198,7 +202,7 @@ absl::Status NativeModelOptions::Validate() const {
 
 NativeDualEncoderImpl::NativeDualEncoderImpl(const NativeModelOptions& o) : options_(o) {
   const int w = o.image_width;
-  stem_conv_ = register_module("stem_conv", Conv3x3(3, w, 1));
+  stem_conv_ = register_module("stem_conv", Conv3x3(3, w, o.image_stem_stride));
   stem_norm_ = register_module("stem_norm",
                                torch::nn::GroupNorm(torch::nn::GroupNormOptions(GroupsFor(w), w)));
   stages_ = torch::nn::Sequential();
@@ -313,6 +317,7 @@ c10::Dict<std::string, int64_t> ArchDict(const NativeModelOptions& o) {
   d.insert("image_stages", o.image_stages);
   d.insert("image_blocks", o.image_blocks);
   d.insert("image_pool_grid", o.image_pool_grid);
+  d.insert("image_stem_stride", o.image_stem_stride);
   d.insert("text_width", o.text_width);
   d.insert("text_layers", o.text_layers);
   d.insert("text_heads", o.text_heads);
@@ -443,6 +448,23 @@ absl::Status LoadNativeWeights(NativeDualEncoderImpl& model, const std::string& 
       if (!torch::isfinite(src).all().item<bool>()) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": parameter '", name, "' holds NaN or infinite values (", path, ")"));
+      }
+    }
+    // Architecture fields that do not show in parameter shapes (older files may lack some).
+    if (dict.contains("arch") && dict.at("arch").isGenericDict()) {
+      c10::impl::GenericDict arch = dict.at("arch").toGenericDict();
+      for (const auto& kv : ArchDict(model.options())) {
+        const std::string key = kv.key();
+        if (!arch.contains(key) || !arch.at(key).isInt()) continue;
+        const int64_t saved = arch.at(key).toInt();
+        if (saved != kv.value()) {
+          const std::string field = key == "context_length" ? "tokenizer.context_length"
+                                    : key == "embed_dim"    ? "embed_dim"
+                                                            : "native." + key;
+          return absl::InvalidArgumentError(absl::StrCat(
+              where, " was saved with ", field, " ", saved,
+              " but config.pbtxt builds ", kv.value(), " (", path, ")"));
+        }
       }
     }
     for (auto& [name, t] : expected) {

@@ -6,7 +6,8 @@
 // model/nn/native_init.h.
 //
 // Architecture (defaults in parentheses come from config::NativeArchitecture):
-//   image: stem conv3x3 (3 -> image_width) + GroupNorm + ReLU at full resolution, then
+//   image: stem conv3x3 (3 -> image_width, stride image_stem_stride (2)) + GroupNorm + ReLU,
+//          then
 //          `image_stages` (3) stages of `image_blocks` (1) BasicBlocks; stage s has
 //          image_width * 2^s channels (32, 64, 128) and its first block has stride 2. Every
 //          conv is followed by GroupNorm (8 groups, or fewer when channels are not divisible):
@@ -50,6 +51,7 @@ struct NativeModelOptions {
   int image_stages = 3;
   int image_blocks = 1;
   int image_pool_grid = 2;
+  int image_stem_stride = 2;
   int text_width = 128;
   int text_layers = 2;
   int text_heads = 4;
@@ -106,13 +108,16 @@ TORCH_MODULE(NativeDualEncoder);
 absl::StatusOr<NativeDualEncoder> BuildNativeModel(const config::ModelConfig& cfg,
                                                    int vocab_size, uint64_t seed);
 
-// weights.pt: a torch::serialize archive of every named parameter and buffer (names as given
-// by named_parameters(), e.g. "text_layers.0.attn_in.weight"), plus "__arch__" metadata.
-// Writes atomically (temp file + rename).
+// weights.pt: torch::pickle_save of a dict {"format": "eqsim-native-v1", "arch": {field: int},
+// "state_dict": {name: float32 tensor}} with every named parameter and buffer (names as given
+// by named_parameters(), e.g. "text_layers.0.attn_in.weight"). Python reads it with
+// torch.load(path). Writes atomically (temp file + rename).
 absl::Status SaveNativeWeights(NativeDualEncoderImpl& model, const std::string& path);
 // Loads into an already built model. Errors: file missing or not a torch archive
 // ("weights.pt: not a readable torch archive: ..."), a parameter missing from the file
-// ("weights.pt: missing parameter 'image_proj.weight'"), a shape mismatch ("weights.pt:
+// ("weights.pt: missing parameter 'image_proj.weight'"), parameters the model lacks, an
+// architecture field that differs without changing shapes ("weights.pt was saved with
+// native.image_stem_stride 1 but config.pbtxt builds 2"), a shape mismatch ("weights.pt:
 // parameter 'image_proj.weight' has shape [128, 512] in the file but [64, 512] in the model
 // built from config.pbtxt"), or non-finite values.
 absl::Status LoadNativeWeights(NativeDualEncoderImpl& model, const std::string& path);

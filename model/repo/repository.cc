@@ -198,6 +198,7 @@ absl::Status ValidateModelConfig(const config::ModelConfig& cfg, const std::stri
     const std::pair<const char*, int> fields[] = {
         {"image_width", n.image_width()}, {"image_stages", n.image_stages()},
         {"image_blocks", n.image_blocks()}, {"image_pool_grid", n.image_pool_grid()},
+        {"image_stem_stride", n.image_stem_stride()},
         {"text_width", n.text_width()},   {"text_layers", n.text_layers()},
         {"text_heads", n.text_heads()},   {"vocab_size", n.vocab_size()},
         {"embed_dim", n.embed_dim()}};
@@ -279,6 +280,7 @@ config::ModelConfig WithDefaults(const config::ModelConfig& in) {
     if (n->image_stages() == 0) n->set_image_stages(3);
     if (n->image_blocks() == 0) n->set_image_blocks(1);
     if (n->image_pool_grid() == 0) n->set_image_pool_grid(2);
+    if (n->image_stem_stride() == 0) n->set_image_stem_stride(2);
     if (n->text_width() == 0) n->set_text_width(128);
     if (n->text_layers() == 0) n->set_text_layers(2);
     if (n->text_heads() == 0) n->set_text_heads(4);

@@ -50,6 +50,7 @@ TEST(NativeModelOptions, DefaultsAndErrors) {
   EXPECT_EQ(o->image_stages, 3);
   EXPECT_EQ(o->image_blocks, 1);
   EXPECT_EQ(o->image_pool_grid, 2);
+  EXPECT_EQ(o->image_stem_stride, 2);
   EXPECT_EQ(o->text_width, 128);
   EXPECT_EQ(o->text_layers, 2);
   EXPECT_EQ(o->text_heads, 4);
@@ -196,6 +197,19 @@ TEST(NativeWeights, MismatchErrorsNameTheParameter) {
   EXPECT_THAT(std::string(st.message()), HasSubstr("weights.pt: unexpected parameters 'stages.1.conv1.weight', "
                                                  "'stages.1.norm1.weight'"));
 
+  // Same shapes, different architecture: caught through the saved "arch" record.
+  config::ModelConfig heads = SmallConfig();
+  heads.mutable_native()->set_text_heads(4);
+  auto h = BuildNativeModel(heads, 40, 1);
+  EXPECT_THAT(std::string(LoadNativeWeights(**h, path).message()),
+              HasSubstr("weights.pt was saved with native.text_heads 2 but config.pbtxt builds 4"));
+  config::ModelConfig stride = SmallConfig();
+  stride.mutable_native()->set_image_stem_stride(1);
+  auto sr = BuildNativeModel(stride, 40, 1);
+  EXPECT_THAT(std::string(LoadNativeWeights(**sr, path).message()),
+              HasSubstr("weights.pt was saved with native.image_stem_stride 2 but config.pbtxt "
+                        "builds 1"));
+
   // Garbage, empty and missing files.
   { std::ofstream(dir + "/junk.pt") << "definitely not a zip archive"; }
   st = LoadNativeWeights(**a, dir + "/junk.pt");
@@ -234,7 +248,8 @@ TEST(NativeWeights, MismatchErrorsNameTheParameter) {
 TEST(NativeModel, LearnsFashionMnistClassCaptions) {
   auto data = LoadFashionMnist(FashionMnistSplit::kTest);
   ASSERT_TRUE(data.ok()) << data.status();
-  at::set_num_threads(2);
+  // One intra-op thread: OpenMP's spinning threads crawl on an oversubscribed CPU.
+  at::set_num_threads(1);
   config::ModelConfig cfg = SmallConfig();
   auto model = BuildNativeModel(cfg, 20, 5);
   ASSERT_TRUE(model.ok());
