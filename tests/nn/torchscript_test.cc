@@ -109,8 +109,8 @@ def save(name, version, module, traced):
     img.numpy().astype("<f4").tofile(os.path.join(d, "img.f32"))
     txt.numpy().astype("<f4").tofile(os.path.join(d, "txt.f32"))
 
-save("scripted", 1, ScriptDual(16, True), traced=False)
-save("traced", 1, TraceDual(16, False), traced=True)
+save("scripted", 1, ScriptDual(16, False), traced=False)
+save("traced", 1, TraceDual(16, True), traced=True)
 os.makedirs(os.path.join(root, "imgonly", "1"), exist_ok=True)
 torch.jit.script(ImageOnly()).save(os.path.join(root, "imgonly", "1", "model.pt"))
 print("ok")
@@ -236,14 +236,14 @@ TEST_F(TorchScriptTest, ScriptedModuleMatchesPython) {
   ExpectParity("scripted");
   auto m = LoadModelVersion(*root_, "scripted", 1);
   ASSERT_TRUE(m.ok());
-  EXPECT_NEAR((*m)->encoder->logit_scale(), 3.25f, 1e-6);  // the module's parameter
+  EXPECT_NEAR((*m)->encoder->logit_scale(), std::log(100.0f), 1e-5);  // no logit_scale: ln(100)
 }
 
 TEST_F(TorchScriptTest, TracedModuleMatchesPython) {
   ExpectParity("traced");
   auto m = LoadModelVersion(*root_, "traced", 1);
   ASSERT_TRUE(m.ok());
-  EXPECT_NEAR((*m)->encoder->logit_scale(), std::log(100.0f), 1e-5);  // no logit_scale: ln(100)
+  EXPECT_NEAR((*m)->encoder->logit_scale(), 3.25f, 1e-6);  // the traced module's parameter
 }
 
 TEST_F(TorchScriptTest, ModuleWithoutEncodeTextIsRejected) {
