@@ -2,7 +2,8 @@
 // saves them into a temporary model repository with their embeddings of real Fashion-MNIST
 // pixels and fixed token ids; the C++ side loads them through LoadModelVersion, encodes the
 // same inputs (read independently with LoadFashionMnist) and must agree to 1e-5.
-// Also: Python can read the native weights.pt that C++ writes.
+// Also: Python can read the native weights.pt that C++ writes, and model/nn/native_model.py
+// (the Python twin of the native model) gives the same embeddings as the C++ module.
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "model/data/fashion_mnist.h"
 #include "model/nn/encoder_factory.h"
 #include "model/nn/native_init.h"
+#include "model/nn/native_model.h"
 #include "model/repo/repository.h"
 
 namespace eqsim {
@@ -307,6 +309,73 @@ TEST_F(TorchScriptTest, NativeWeightsAreReadableFromPython) {
   // embed_dim 16; image_proj maps 2x2 pooled 32 channels (8 * 2^2) to 16.
   EXPECT_THAT(ReadAll(log), HasSubstr("16 "));
   EXPECT_THAT(ReadAll(log), HasSubstr("(16, 128)"));
+}
+
+TEST_F(TorchScriptTest, PythonTwinOfTheNativeModelMatches) {
+  config::ModelConfig cfg;
+  cfg.set_embed_dim(16);
+  cfg.mutable_tokenizer()->set_kind(config::TokenizerConfig::WORD);
+  auto* n = cfg.mutable_native();
+  n->set_image_width(8);
+  n->set_image_stages(2);
+  n->set_image_blocks(2);
+  n->set_text_width(32);
+  n->set_text_layers(2);
+  n->set_text_heads(4);
+  auto model = BuildNativeModel(cfg, 50, 3);
+  ASSERT_TRUE(model.ok()) << model.status();
+  NativeDualEncoder m = *model;
+  {
+    // Move every parameter off its initial value (zero-initialised norms would hide paths).
+    torch::NoGradGuard g;
+    for (auto& p : m->parameters()) p.add_(0.2 * torch::randn_like(p));
+  }
+  const std::string dir = *root_ + "/twin";
+  ASSERT_TRUE(SaveNativeWeights(*m, dir + "/weights.pt").ok());
+  std::unique_ptr<Encoder> enc = MakeNativeEncoder(m, torch::kCPU);
+  auto img = enc->EncodeImages(Images());
+  auto txt = enc->EncodeTexts(Tokens());
+  ASSERT_TRUE(img.ok() && txt.ok());
+  std::string ids = "[";
+  for (const auto& row : kIds) {
+    ids += "[";
+    for (int64_t v : row) ids += std::to_string(v) + ",";
+    ids += "],";
+  }
+  ids += "]";
+  WriteFile(dir + "/twin.py",
+            "import sys, gzip, struct\n"
+            "import numpy as np, torch\n"
+            "sys.path.insert(0, sys.argv[2])\n"
+            "import native_model\n"
+            "m = native_model.load(sys.argv[1] + '/weights.pt').eval()\n"
+            "with gzip.open(sys.argv[3], 'rb') as f:\n"
+            "    magic, n, r, c = struct.unpack('>IIII', f.read(16))\n"
+            "    px = np.frombuffer(f.read(" + std::to_string(kImages) + " * r * c), dtype=np.uint8)"
+            ".reshape(-1, r, c)\n"
+            "x = torch.from_numpy(px.astype(np.float32) / 255.0).unsqueeze(1).repeat(1, 3, 1, 1)\n"
+            "ids = torch.tensor(" + ids + ", dtype=torch.long)\n"
+            "with torch.no_grad():\n"
+            "    m.encode_image(x).numpy().astype('<f4').tofile(sys.argv[1] + '/img.f32')\n"
+            "    m.encode_text(ids).numpy().astype('<f4').tofile(sys.argv[1] + '/txt.f32')\n"
+            "    print('logit_scale', float(m.logit_scale()))\n");
+  const std::string log = dir + "/twin.log";
+  ASSERT_EQ(RunPython(dir + "/twin.py",
+                      dir + " " + std::string(EQSIM_SOURCE_DIR) + "/model/nn " +
+                          std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz",
+                      log),
+            0)
+      << ReadAll(log);
+  const auto want_img = ReadF32(dir + "/img.f32");
+  const auto want_txt = ReadF32(dir + "/txt.f32");
+  ASSERT_EQ(want_img.size(), img->data.size());
+  ASSERT_EQ(want_txt.size(), txt->data.size());
+  float di = 0, dt = 0;
+  for (size_t i = 0; i < want_img.size(); ++i) di = std::max(di, std::abs(want_img[i] - img->data[i]));
+  for (size_t i = 0; i < want_txt.size(); ++i) dt = std::max(dt, std::abs(want_txt[i] - txt->data[i]));
+  EXPECT_LT(di, 1e-4f);
+  EXPECT_LT(dt, 1e-4f);
+  EXPECT_THAT(ReadAll(log), HasSubstr("logit_scale"));
 }
 
 }  // namespace
