@@ -79,13 +79,12 @@ Metrics::Metrics()
 
 bool Metrics::Serve(const std::string& host, int port, std::string* error) {
   if (port <= 0) return true;
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(host + ":" + std::to_string(port));
-    exposer_->RegisterCollectable(registry_);
-  } catch (const std::exception& e) {
-    *error = "cannot serve metrics on " + host + ":" + std::to_string(port) + ": " + e.what();
+  auto server = MetricsHttpServer::Start(host, port, registry_);
+  if (!server.ok()) {
+    *error = std::string(server.status().message());
     return false;
   }
+  http_ = *std::move(server);
   return true;
 }
 

@@ -1,5 +1,5 @@
-// Prometheus metrics of the server (prometheus-cpp), exposed by a pull Exposer on
-// --metrics-port. Names:
+// Prometheus metrics of the server (prometheus-cpp registry), served as GET /metrics on
+// --metrics-port by MetricsHttpServer (server/metrics_http.h says why not prometheus::Exposer). Names:
 //   eqsim_requests_total{method,code}             RPCs finished, by gRPC code name
 //   eqsim_request_duration_seconds{method}        RPC latency (unary RPCs)
 //   eqsim_queue_duration_seconds{model,modality}  time a batch task waited in its queue
@@ -21,19 +21,19 @@
 
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics_http.h"
 
 namespace eqsim {
 
 class Metrics {
  public:
   Metrics();
-  // Serves /metrics on host:port (port 0 = do not serve). Throws nothing: returns false and
-  // sets *error when the port cannot be bound.
+  // Serves GET /metrics on host:port (port 0 = do not serve) from a background thread.
+  // Returns false and sets *error when the port cannot be bound.
   bool Serve(const std::string& host, int port, std::string* error);
 
   void Request(const std::string& method, const std::string& code, double seconds);
@@ -49,10 +49,12 @@ class Metrics {
   void EvalSamples(int64_t n);
 
   std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+  // The bound metrics port (after Serve with port 0), or 0 when not serving.
+  int port() const { return http_ ? http_->port() : 0; }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> http_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Histogram>& queue_time_;
