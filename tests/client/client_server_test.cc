@@ -673,9 +673,10 @@ TEST_F(ClientServerTest, WatchSurvivesAPausedServer) {
   EXPECT_GE(reconnects, 1);
 }
 
-// Last: server A is killed mid-job (SIGKILL) and restarted on the same port; the CLI watch
-// (through a proxy, so the test knows it is attached) reconnects, and the job, resumed from
-// the server's state dir, finishes with every sample.
+// Last: server A is killed (SIGKILL) with the job in flight and restarted on the same port;
+// the CLI watch (through a proxy, so the test knows it is attached) reconnects, and the job,
+// resumed from the server's state dir, finishes with every sample. The server is stopped
+// (SIGSTOP) right after the submit so the job cannot finish before the crash.
 TEST_F(ClientServerTest, WatchFollowsAJobAcrossAServerCrash) {
   auto client = MakeClient({world->a->target()});
   const int port = world->a->port();
@@ -686,27 +687,20 @@ TEST_F(ClientServerTest, WatchFollowsAJobAcrossAServerCrash) {
   spec.set_image_root("bench");
   auto job = client->SubmitEvaluation(spec);
   ASSERT_TRUE(job.ok()) << job.status();
+  world->a->Signal(SIGSTOP);
   CommandResult r;
   std::thread watcher([&] {
     r = Cli({"eval", "watch", job->id(), "--target", proxy.target(), "--retry-backoff", "200ms",
              "--json"});
   });
-  bool killed_mid_job = false;
-  for (int i = 0; i < 1000 && !killed_mid_job; ++i) {
-    auto ev = client->GetEvaluation(job->id());
-    ASSERT_TRUE(ev.ok()) << ev.status();
-    ASSERT_FALSE(IsTerminal(ev->state())) << "the job ended before the crash; make it bigger";
-    if (proxy.connections() > 0 && ev->state() == v1::RUNNING && ev->progress().done() > 0) {
-      world->a->Kill();
-      killed_mid_job = true;
-    } else {
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-  }
-  ASSERT_TRUE(killed_mid_job);
+  for (int i = 0; i < 500 && proxy.connections() == 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  const bool attached = proxy.connections() > 0;
+  absl::SleepFor(absl::Milliseconds(300));
+  world->a->Kill();
   absl::SleepFor(absl::Seconds(1));
   const bool restarted = world->a->Start(port);
   watcher.join();
+  ASSERT_TRUE(attached);
   ASSERT_TRUE(restarted) << world->a->log();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("reconnecting"));
