@@ -9,6 +9,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -41,23 +42,24 @@ ABSL_FLAG(int32_t, queue_depth, 4, "Batches the data producer thread prepares ah
 ABSL_FLAG(std::string, config, "",
           "A config.pbtxt (backend NATIVE, tokenizer WORD) to train instead of the "
           "architecture flags below");
-ABSL_FLAG(int32_t, embed_dim, 128, "Joint embedding size");
-ABSL_FLAG(int32_t, image_width, 32, "Channels of the first ResNet stage (doubled per stage)");
+ABSL_FLAG(int32_t, embed_dim, 64, "Joint embedding size");
+ABSL_FLAG(int32_t, image_width, 16, "Channels of the first ResNet stage (doubled per stage)");
 ABSL_FLAG(int32_t, image_stages, 3, "ResNet stages");
 ABSL_FLAG(int32_t, image_blocks, 1, "Residual blocks per stage");
 ABSL_FLAG(int32_t, image_pool_grid, 2, "Image pooling grid (N x N); 1 = global average pool");
+ABSL_FLAG(int32_t, image_stem_stride, 2, "Stride of the image stem convolution (1 or 2)");
 ABSL_FLAG(int32_t, image_size, 64, "Input image side");
-ABSL_FLAG(int32_t, text_width, 128, "Transformer width");
+ABSL_FLAG(int32_t, text_width, 64, "Transformer width");
 ABSL_FLAG(int32_t, text_layers, 2, "Transformer layers");
-ABSL_FLAG(int32_t, text_heads, 4, "Attention heads");
+ABSL_FLAG(int32_t, text_heads, 2, "Attention heads");
 ABSL_FLAG(int32_t, context_length, 16, "Token context length");
 
 // Optimisation.
-ABSL_FLAG(int64_t, steps, 1000, "Training steps");
+ABSL_FLAG(int64_t, steps, 400, "Training steps");
 ABSL_FLAG(int32_t, batch_size, 128, "Pairs per batch");
 ABSL_FLAG(double, lr, 2e-3, "Peak learning rate (AdamW)");
 ABSL_FLAG(double, weight_decay, 0.05, "AdamW weight decay (not on biases, norms, positions)");
-ABSL_FLAG(int64_t, warmup_steps, 100, "Linear warm-up steps");
+ABSL_FLAG(int64_t, warmup_steps, 40, "Linear warm-up steps");
 ABSL_FLAG(std::string, schedule, "cosine", "Learning-rate decay after warm-up: cosine|linear|constant");
 ABSL_FLAG(double, grad_clip, 1.0, "Clip the global gradient norm (0 = off)");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of initialisation, data stream and EqSim sampling");
@@ -151,6 +153,12 @@ int main(int argc, char** argv) {
       "--model-name fm-eqsim\n"
       "  eqsim-train --data manifest:pairs.jsonl --steps 5000 --checkpoint-dir ckpt "
       "--checkpoint-every 500 --resume");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "eqsim_train_main");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::cerr << "eqsim-train: unexpected argument '" << rest[1] << "' (see --help)\n";
@@ -174,6 +182,7 @@ int main(int argc, char** argv) {
   o.image_stages = absl::GetFlag(FLAGS_image_stages);
   o.image_blocks = absl::GetFlag(FLAGS_image_blocks);
   o.image_pool_grid = absl::GetFlag(FLAGS_image_pool_grid);
+  o.image_stem_stride = absl::GetFlag(FLAGS_image_stem_stride);
   o.image_size = absl::GetFlag(FLAGS_image_size);
   o.text_width = absl::GetFlag(FLAGS_text_width);
   o.text_layers = absl::GetFlag(FLAGS_text_layers);

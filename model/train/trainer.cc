@@ -112,6 +112,7 @@ json OptionsJson(const TrainOptions& o) {
   j["model"] = {{"config", o.config_path},        {"embed_dim", o.embed_dim},
                 {"image_width", o.image_width},   {"image_stages", o.image_stages},
                 {"image_blocks", o.image_blocks}, {"image_pool_grid", o.image_pool_grid},
+                {"image_stem_stride", o.image_stem_stride},
                 {"image_size", o.image_size},     {"text_width", o.text_width},
                 {"text_layers", o.text_layers},   {"text_heads", o.text_heads},
                 {"context_length", o.context_length}};
@@ -202,6 +203,7 @@ absl::StatusOr<config::ModelConfig> MakeConfig(const TrainOptions& o) {
     n->set_image_stages(o.image_stages);
     n->set_image_blocks(o.image_blocks);
     n->set_image_pool_grid(o.image_pool_grid);
+    n->set_image_stem_stride(o.image_stem_stride);
     n->set_text_width(o.text_width);
     n->set_text_layers(o.text_layers);
     n->set_text_heads(o.text_heads);
@@ -239,6 +241,8 @@ std::string ConfigDifference(const config::ModelConfig& a, const config::ModelCo
            cmp("native.image_stages", x.native().image_stages(), y.native().image_stages()),
            cmp("native.image_blocks", x.native().image_blocks(), y.native().image_blocks()),
            cmp("native.image_pool_grid", x.native().image_pool_grid(), y.native().image_pool_grid()),
+           cmp("native.image_stem_stride", x.native().image_stem_stride(),
+               y.native().image_stem_stride()),
            cmp("native.text_width", x.native().text_width(), y.native().text_width()),
            cmp("native.text_layers", x.native().text_layers(), y.native().text_layers()),
            cmp("native.text_heads", x.native().text_heads(), y.native().text_heads()),
@@ -964,6 +968,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& in_options) {
                             {"image_stages", cfg.native().image_stages()},
                             {"image_blocks", cfg.native().image_blocks()},
                             {"image_pool_grid", cfg.native().image_pool_grid()},
+                            {"image_stem_stride", cfg.native().image_stem_stride()},
                             {"text_width", cfg.native().text_width()},
                             {"text_layers", cfg.native().text_layers()},
                             {"text_heads", cfg.native().text_heads()},

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "model/bench/generator.h"
 #include "model/repo/repository.h"
 #include "nlohmann/json.hpp"
 #include "opencv2/imgcodecs.hpp"
@@ -235,6 +236,39 @@ TEST_F(TrainerTest, ManifestRunCountsBadImagesWithoutFailing) {
   EXPECT_THAT(r2.status().message(), HasSubstr("img/bad.png"));
 }
 
+TEST_F(TrainerTest, EvaluatesAMinimalChangeBenchmark) {
+  GeneratorOptions g;
+  g.out_dir = Path("bench");
+  g.per_subset = 8;
+  auto gen = GenerateBenchmark(g);
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  TrainOptions o = Tiny();
+  o.steps = 10;
+  o.eval_every = 5;
+  o.eval_benchmark = gen->winoground_jsonl;
+  o.eval_format = "winoground";
+  o.eval_image_root = Path("bench");
+  o.metrics_log = Path("m.jsonl");
+  auto r = Train(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  json b = json::parse(r->benchmark_json, nullptr, false);
+  ASSERT_TRUE(b.is_object()) << r->benchmark_json;
+  EXPECT_EQ(b["overall"]["samples"], 32);
+  const double group = b["overall"]["group_score"].get<double>();
+  EXPECT_GE(group, 0.0);
+  EXPECT_LE(group, 1.0);
+  EXPECT_EQ(b["subsets"].size(), 4u);
+  // The periodic evaluation at step 5 is in the metrics log.
+  std::ifstream ml(o.metrics_log);
+  std::string line;
+  bool seen = false;
+  while (std::getline(ml, line)) {
+    json j = json::parse(line);
+    if (j["type"] == "eval" && j["step"] == 5) seen = j.contains("benchmark");
+  }
+  EXPECT_TRUE(seen);
+}
+
 TEST_F(TrainerTest, InvalidOptionsAreRejected) {
   TrainOptions o = Tiny();
   o.steps = 0;
@@ -254,9 +288,9 @@ TEST_F(TrainerTest, InvalidOptionsAreRejected) {
 }
 
 // The command-line program: --help, a bad flag value, and a short run with --json.
-std::string Run(const std::string& cmd, int* code) {
+std::string RunShell(const std::string& cmd, int* code) {
   std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  FILE* p = popen(("(" + cmd + ") 2>&1").c_str(), "r");
   char buf[4096];
   size_t n;
   while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
@@ -270,18 +304,18 @@ TEST_F(TrainerTest, CommandLine) {
   ASSERT_NE(bin_dir, nullptr);
   const std::string bin = std::string(bin_dir) + "/eqsim-train";
   int code = -1;
-  std::string out = Run(bin + " --help", &code);
+  std::string out = RunShell(bin + " --help", &code);
   EXPECT_THAT(out, HasSubstr("--twin_prob"));
   EXPECT_THAT(out, HasSubstr("--eqsim_sample_num"));
-  out = Run(bin + " --eqsim --eqsim_weight=abc", &code);
+  out = RunShell(bin + " --eqsim --eqsim_weight=abc", &code);
   EXPECT_EQ(code, 2);
   EXPECT_THAT(out, HasSubstr("--eqsim-weight=abc"));
-  out = Run(bin + " --steps=0", &code);
+  out = RunShell(bin + " --steps=0", &code);
   EXPECT_EQ(code, 2);
   EXPECT_THAT(out, HasSubstr("--steps must be > 0"));
 
   const std::string json_path = Path("out.json");
-  Run(bin + " --steps=3 --batch_size=8 --embed_dim=16 --image_width=8 --image_stages=2 "
+  RunShell(bin + " --steps=3 --batch_size=8 --embed_dim=16 --image_width=8 --image_stages=2 "
             "--text_width=16 --text_layers=1 --text_heads=2 --heldout_scenes=20 --threads=1 "
             "--repository=" + Path("repo") + " --model_name=cli --json > " + json_path,
       &code);
