@@ -159,7 +159,24 @@ int main(int argc, char** argv) {
   };
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  // The documented spelling is --twin-prob; absl names the flag twin_prob. Accept both:
+  // dashes in a flag's name (before any '=') become underscores, up to a bare "--".
+  std::vector<std::string> arg_copy(argv, argv + argc);
+  std::vector<char*> fixed;
+  bool flags_done = false;
+  for (size_t i = 0; i < arg_copy.size(); ++i) {
+    std::string& a = arg_copy[i];
+    if (a == "--") flags_done = true;
+    if (i > 0 && !flags_done && a.size() > 2 && a.compare(0, 2, "--") == 0) {
+      const size_t end = std::min(a.find('='), a.size());
+      for (size_t k = 2; k < end; ++k) {
+        if (a[k] == '-') a[k] = '_';
+      }
+    }
+    fixed.push_back(a.data());
+  }
+  fixed.push_back(nullptr);
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(arg_copy.size()), fixed.data());
   if (rest.size() > 1) {
     std::cerr << "eqsim-train: unexpected argument '" << rest[1] << "' (see --help)\n";
     return 2;

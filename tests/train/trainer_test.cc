@@ -316,8 +316,8 @@ TEST_F(TrainerTest, CommandLine) {
 
   const std::string json_path = Path("out.json");
   RunShell(bin + " --steps=3 --batch_size=8 --embed_dim=16 --image_width=8 --image_stages=2 "
-            "--text_width=16 --text_layers=1 --text_heads=2 --heldout_scenes=20 --threads=1 "
-            "--repository=" + Path("repo") + " --model_name=cli --json > " + json_path,
+            "--text-width=16 --text-layers=1 --text_heads=2 --heldout-scenes=20 --threads=1 "
+            "--repository=" + Path("repo") + " --model-name=cli --json > " + json_path,
       &code);
   EXPECT_EQ(code, 0);
   json j = ReadJson(json_path);
