@@ -29,10 +29,9 @@ absl::Status Batcher::AddQueue(const std::string& key, BatchQueueOptions options
     return absl::InvalidArgumentError(absl::StrFormat(
         "queue '%s': max_batch_size must be >= 1, got %d", key, options.max_batch_size));
   }
-  if (options.max_queue_size < options.max_batch_size) {
+  if (options.max_queue_size < 1) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "queue '%s': max_queue_size (%d) must be >= max_batch_size (%d)", key,
-        options.max_queue_size, options.max_batch_size));
+        "queue '%s': max_queue_size must be >= 1, got %d", key, options.max_queue_size));
   }
   if (options.max_queue_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(

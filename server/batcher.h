@@ -74,7 +74,8 @@ struct BatchQueueOptions {
   int max_batch_size = 32;
   // How long the oldest queued task may wait for its batch to fill.
   absl::Duration max_queue_delay = absl::Microseconds(2000);
-  // Items that may wait in the queue, all priorities together.
+  // Items that may wait in the queue, all priorities together. May be below max_batch_size
+  // (batches then never fill and run after max_queue_delay).
   int max_queue_size = 1024;
 };
 

@@ -126,9 +126,7 @@ int main(int argc, char** argv) {
   if (o.port < 0 || o.port > 65535) bad = "--port must be in 0..65535";
   if (o.metrics_port < 0 || o.metrics_port > 65535) bad = "--metrics-port must be in 0..65535";
   if (o.batching.max_batch_size < 1) bad = "--max-batch-size must be >= 1";
-  if (o.batching.max_queue_size < o.batching.max_batch_size) {
-    bad = "--max-queue-size must be >= --max-batch-size";
-  }
+  if (o.batching.max_queue_size < 1) bad = "--max-queue-size must be >= 1";
   if (o.batching.max_queue_delay < absl::ZeroDuration()) bad = "--max-queue-delay-us must be >= 0";
   if (o.max_items_per_request < 1) bad = "--max-items-per-request must be >= 1";
   if (o.max_message_bytes < 1024) bad = "--max-message-bytes must be >= 1024";

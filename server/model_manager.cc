@@ -154,8 +154,6 @@ absl::Status ModelManager::SyncModel(const std::string& name) {
           }
           if (b.max_queue_size() > 0) sv->batching.max_queue_size = b.max_queue_size();
         }
-        sv->batching.max_queue_size =
-            std::max(sv->batching.max_queue_size, sv->batching.max_batch_size);
         sv->image_queue = absl::StrCat(name, "/", v, "/image");
         sv->text_queue = absl::StrCat(name, "/", v, "/text");
         if (inference_) status = inference_->AddQueues(sv);

@@ -244,7 +244,7 @@ TEST_F(BatcherTest, UnknownQueueAndBadOptions) {
   EXPECT_EQ(batcher_->AddQueue("x", bad, Recorder(&log_)).code(),
             absl::StatusCode::kInvalidArgument);
   bad.max_batch_size = 8;
-  bad.max_queue_size = 4;
+  bad.max_queue_size = 0;
   EXPECT_EQ(batcher_->AddQueue("x", bad, Recorder(&log_)).code(),
             absl::StatusCode::kInvalidArgument);
   AddQueue("y", 1, 0, 1);

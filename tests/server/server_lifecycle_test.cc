@@ -91,9 +91,9 @@ class LifecycleTest : public ::testing::Test {
 };
 
 TEST_F(LifecycleTest, OverloadDeadlineAndCancellationInTheQueue) {
-  // Batches of 8, at most 4 items waiting, a partial batch waits 2 s: requests stay queued.
+  // Batches of 8, at most 4 items waiting, a partial batch waits 6 s: requests stay queued.
   ServerProcess server({"--model-repository=" + repo_, "--max-batch-size=8",
-                        "--max-queue-size=4", "--max-queue-delay-us=2000000",
+                        "--max-queue-size=4", "--max-queue-delay-us=6000000",
                         "--batch-threads=1"});
   ASSERT_EQ(server.WaitHealth("SERVING"), "SERVING") << server.log();
   auto stub = server.Stub();
@@ -108,14 +108,14 @@ TEST_F(LifecycleTest, OverloadDeadlineAndCancellationInTheQueue) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
     EXPECT_THAT(s.error_message(), HasSubstr("max_queue_size 4"));
   }
-  grpc::Status fs = first.Wait();  // runs after the 2 s delay
+  grpc::Status fs = first.Wait();  // runs after the 6 s delay
   EXPECT_TRUE(fs.ok()) << fs.error_message();
   EXPECT_EQ(first.response().embeddings_size(), 3);
   std::string scrape = WaitMetrics(server, [](const std::string& s) { return Depth(s) == 0; });
   const double batches = Batches(scrape);
   EXPECT_EQ(batches, 1);
 
-  // Deadline: 300 ms is far shorter than the 2 s batch delay. The server drops the request
+  // Deadline: 300 ms is far shorter than the 6 s batch delay. The server drops the request
   // from the queue when its deadline passes, before any compute.
   AsyncEmbed late(stub.get(), Texts(1), 300);
   EXPECT_EQ(late.Wait().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -211,7 +211,7 @@ TEST_F(LifecycleTest, HotReloadSwitchesVersionsAndAFailedLoadKeepsTheOldOne) {
   WriteFile(repo_ + "/tiny/.staging3/weights.pt", "this is not a torch archive");
   std::filesystem::rename(repo_ + "/tiny/.staging3", repo_ + "/tiny/3");
   v1::ModelStatus broken;
-  for (int i = 0; i < 1200 && broken.version() != 3; ++i) {
+  for (int i = 0; i < 1200 && broken.state() != v1::ModelStatus::UNAVAILABLE; ++i) {
     const v1::ListModelsResponse now = models();
     for (const auto& m : now.models()) {
       if (m.version() == 3) broken = m;

@@ -206,6 +206,7 @@ std::string ServerProcess::Health(std::shared_ptr<grpc::Channel> channel) const 
 
 std::string ServerProcess::WaitHealth(const std::string& want) const {
   std::string got;
+  if (pid_ <= 0) return "NOT_RUNNING";
   for (int i = 0; i < 1200; ++i) {
     int status;
     if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
