@@ -1,5 +1,7 @@
 #include "server/job_manager.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -31,7 +33,10 @@ bool Terminal(v1::JobState s) {
 absl::Status WriteFileAtomic(const std::string& path, const std::string& data) {
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
-  const std::string tmp = path + ".tmp";
+  // Unique per writer: two threads saving the same file never share a temporary.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                          std::to_string(counter.fetch_add(1));
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return absl::InternalError("cannot write " + tmp);
@@ -117,9 +122,18 @@ std::string JobManager::JobDir(const std::string& id) const {
 
 absl::Status JobManager::Persist(const v1::Evaluation& e) {
   if (options_.state_dir.empty()) return absl::OkStatus();
+  const bool terminal = e.state() == v1::SUCCEEDED || e.state() == v1::FAILED ||
+                        e.state() == v1::CANCELLED;
+  const std::pair<int, int64_t> rank{terminal ? 2 : (e.state() == v1::RUNNING ? 1 : 0),
+                                     e.progress().done()};
+  absl::MutexLock lock(&persist_mu_);
+  auto it = persisted_.find(e.id());
+  if (it != persisted_.end() && rank < it->second) return absl::OkStatus();
   std::string text;
   google::protobuf::TextFormat::PrintToString(e, &text);
-  return WriteFileAtomic(JobDir(e.id()) + "/job.pbtxt", text);
+  absl::Status s = WriteFileAtomic(JobDir(e.id()) + "/job.pbtxt", text);
+  if (s.ok()) persisted_[e.id()] = rank;
+  return s;
 }
 
 absl::Status JobManager::Start() {

@@ -119,6 +119,10 @@ class JobManager {
   int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
 
   absl::Mutex watch_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  // Serialises writes of job.pbtxt; a snapshot older than the one already written (earlier
+  // state, fewer samples done) is not written, so concurrent savers never move a job back.
+  absl::Mutex persist_mu_;
+  std::map<std::string, std::pair<int, int64_t>> persisted_ ABSL_GUARDED_BY(persist_mu_);
   std::map<int64_t, WatchEntry> watchers_ ABSL_GUARDED_BY(watch_mu_);
   int64_t next_watch_ ABSL_GUARDED_BY(watch_mu_) = 1;
 
