@@ -1,4 +1,5 @@
-// eqsim eval submit | watch | get | list | cancel | scores
+// eqsim eval submit | watch | get | list | cancel | scores | compare
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -7,7 +8,9 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cli/commands.h"
 #include "client/cli/common.h"
 
@@ -261,6 +264,138 @@ int RunScores(const ParsedArgs& args) {
   return kExitOk;
 }
 
+// The cells of one job's columns: "samples", then the scores of its format.
+std::vector<std::string> CompareColumns(const v1::Evaluation& ev) {
+  switch (ev.spec().format()) {
+    case v1::VALSE:
+      return {"samples", "pairwise%"};
+    case v1::EQBEN_LEADERBOARD:
+      return {"samples"};
+    default:
+      return {"samples", "text%", "image%", "group%"};
+  }
+}
+
+std::vector<std::string> CompareCells(const v1::Evaluation& ev, const v1::SubsetResult* r) {
+  const size_t n = CompareColumns(ev).size();
+  if (r == nullptr) return std::vector<std::string>(n, "-");
+  std::vector<std::string> cells = {absl::StrCat(r->samples())};
+  auto pct = [](double v) { return absl::StrFormat("%.2f", 100.0 * v); };
+  if (ev.spec().format() == v1::VALSE) {
+    cells.push_back(pct(r->pairwise_accuracy()));
+  } else if (n == 4) {
+    cells.push_back(pct(r->text_score()));
+    cells.push_back(pct(r->image_score()));
+    cells.push_back(pct(r->group_score()));
+  }
+  return cells;
+}
+
+int RunCompare(const ParsedArgs& args) {
+  const std::string cmd = "eval compare";
+  if (args.positional.empty()) {
+    return Fail(cmd, absl::InvalidArgumentError("expected one or more evaluation IDs"),
+                kExitUsage);
+  }
+  auto client = EvalClient();
+  if (!client.ok()) return Fail(cmd, client.status(), kExitUsage);
+  std::vector<v1::Evaluation> evs;
+  for (const std::string& id : args.positional) {
+    auto ev = (*client)->GetEvaluation(id);
+    if (!ev.ok()) return Fail(cmd, ev.status(), kExitRpcError);
+    evs.push_back(*std::move(ev));
+  }
+  bool all_succeeded = true;
+  for (const auto& ev : evs) all_succeeded = all_succeeded && ev.state() == v1::SUCCEEDED;
+  if (JsonOutput()) {
+    std::vector<std::string> parts;
+    for (const auto& ev : evs) parts.push_back(ToJson(ev));
+    std::printf("[%s]\n", absl::StrJoin(parts, ",").c_str());
+  } else {
+    // Rows: every subset in order of first appearance over the jobs, then "overall".
+    std::vector<std::string> subsets;
+    for (const auto& ev : evs) {
+      for (const auto& r : ev.result().subsets()) {
+        if (std::find(subsets.begin(), subsets.end(), r.subset()) == subsets.end())
+          subsets.push_back(r.subset());
+      }
+    }
+    auto find = [](const v1::Evaluation& ev, const std::string& name) -> const v1::SubsetResult* {
+      if (ev.state() != v1::SUCCEEDED) return nullptr;
+      if (name == "overall" && ev.has_result()) return &ev.result().overall();
+      for (const auto& r : ev.result().subsets())
+        if (r.subset() == name) return &r;
+      return nullptr;
+    };
+    std::vector<std::string> rows = subsets;
+    rows.push_back("overall");
+    size_t name_width = 7;
+    for (const auto& r : rows) name_width = std::max(name_width, r.size());
+    // Per job: a title (model:version and label, or the state when it did not succeed), the
+    // column names, and the cells; every column of a job 8 wide at least.
+    struct JobColumns {
+      std::string title;
+      std::vector<std::string> names;
+      std::vector<std::vector<std::string>> cells;  // per row
+      size_t width = 0;
+    };
+    std::vector<JobColumns> jobs;
+    for (const auto& ev : evs) {
+      JobColumns j;
+      const std::string model_name =
+          ev.model().name().empty() ? ev.spec().model().name() : ev.model().name();
+      j.title = absl::StrCat(model_name.empty() ? "default" : model_name, ":",
+                             ev.model().version());
+      if (!ev.spec().label().empty()) absl::StrAppend(&j.title, " (", ev.spec().label(), ")");
+      if (ev.state() != v1::SUCCEEDED) absl::StrAppend(&j.title, " [", StateName(ev.state()), "]");
+      j.names = CompareColumns(ev);
+      for (const auto& r : rows) j.cells.push_back(CompareCells(ev, find(ev, r)));
+      j.width = j.names.size() * 10 - 2;
+      j.width = std::max(j.width, j.title.size());
+      jobs.push_back(std::move(j));
+    }
+    auto cols = [](const std::vector<std::string>& v, size_t width) {
+      std::string out;
+      for (const auto& c : v) absl::StrAppendFormat(&out, "%s%8s", out.empty() ? "" : "  ", c);
+      return absl::StrFormat("%*s", static_cast<int>(width), out);
+    };
+    for (size_t k = 0; k < evs.size(); ++k) {
+      const auto& ev = evs[k];
+      std::printf("[%zu] %s  %s  %s %s%s\n", k + 1, ev.id().c_str(), jobs[k].title.c_str(),
+                  FormatName(ev.spec().format()).c_str(), ev.spec().annotation_path().c_str(),
+                  ev.state() == v1::SUCCEEDED ? ""
+                  : ev.error().empty()        ? absl::StrCat("  ", StateName(ev.state())).c_str()
+                                              : absl::StrCat("  ", StateName(ev.state()), ": ",
+                                                             ev.error()).c_str());
+    }
+    std::string line = absl::StrFormat("%-*s", static_cast<int>(name_width), "");
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      const std::string t = absl::StrCat("[", k + 1, "] ", jobs[k].title);
+      jobs[k].width = std::max(jobs[k].width, t.size());
+      absl::StrAppendFormat(&line, " | %-*s", static_cast<int>(jobs[k].width), t);
+    }
+    std::printf("%s\n", std::string(absl::StripTrailingAsciiWhitespace(line)).c_str());
+    line = absl::StrFormat("%-*s", static_cast<int>(name_width), "subset");
+    for (const auto& j : jobs) absl::StrAppend(&line, " | ", cols(j.names, j.width));
+    std::printf("%s\n", std::string(absl::StripTrailingAsciiWhitespace(line)).c_str());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      line = absl::StrFormat("%-*s", static_cast<int>(name_width), rows[r]);
+      for (const auto& j : jobs) absl::StrAppend(&line, " | ", cols(j.cells[r], j.width));
+      std::printf("%s\n", std::string(absl::StripTrailingAsciiWhitespace(line)).c_str());
+    }
+  }
+  if (!all_succeeded) {
+    for (const auto& ev : evs) {
+      if (ev.state() == v1::SUCCEEDED) continue;
+      std::fprintf(stderr, "eqsim %s: evaluation %s is %s%s\n", cmd.c_str(), ev.id().c_str(),
+                   StateName(ev.state()).c_str(),
+                   ev.error().empty() ? "" : absl::StrCat(": ", ev.error()).c_str());
+    }
+    return kExitJobFailed;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 std::vector<Command> EvalCommands() {
@@ -283,6 +418,14 @@ std::vector<Command> EvalCommands() {
       {"eval cancel", "ID", "Cancel a queued or running evaluation", "", {}, RunCancel},
       {"eval scores", "ID", "Download an evaluation's per-sample score file (.npy)", "",
        {"output"}, RunScores},
+      {"eval compare", "ID [ID...]",
+       "Compare evaluations side by side: one row per subset (and overall), per job the "
+       "samples and text / image / group % (VALSE: pairwise %)",
+       "Columns are headed by model:version (label). --json prints the array of the "
+       "evaluations (each as `eval get --json` does). Exit 3 if any job did not succeed "
+       "(its columns show '-').\nExample: eqsim eval compare $(eqsim eval list --state "
+       "succeeded --json | jq -r '.evaluations[:3][].id')",
+       {}, RunCompare},
   };
 }
 

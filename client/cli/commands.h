@@ -26,7 +26,8 @@ int RunCli(const std::vector<std::string>& args);
 
 // Registration hooks, one per source file.
 std::vector<Command> BasicCommands();      // models, embed, score
-std::vector<Command> EvalCommands();       // eval submit|watch|get|list|cancel|scores
+std::vector<Command> HealthCommands();     // health
+std::vector<Command> EvalCommands();       // eval submit|watch|get|list|cancel|scores|compare
 std::vector<Command> EvalLocalCommands();  // eval-local
 std::vector<Command> LoadtestCommands();   // loadtest
 

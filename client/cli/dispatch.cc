@@ -10,7 +10,8 @@ namespace eqsim::cli {
 const std::vector<Command>& AllCommands() {
   static const auto* all = [] {
     auto* v = new std::vector<Command>();
-    for (auto part : {BasicCommands(), EvalCommands(), EvalLocalCommands(), LoadtestCommands()})
+    for (auto part : {BasicCommands(), HealthCommands(), EvalCommands(), EvalLocalCommands(),
+                      LoadtestCommands()})
       v->insert(v->end(), part.begin(), part.end());
     return v;
   }();

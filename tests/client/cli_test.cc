@@ -90,6 +90,51 @@ TEST(RunCli, UnreachableServerIsAnRpcError) {
             kExitRpcError);
 }
 
+TEST(RunCli, HealthUsageErrorsAndADeadPort) {
+  EXPECT_EQ(RunCli({"health", "--wait", "-1s"}), kExitUsage);
+  EXPECT_EQ(RunCli({"health", "--wait-interval", "0s"}), kExitUsage);
+  EXPECT_EQ(RunCli({"health", "extra-argument"}), kExitUsage);
+  EXPECT_EQ(RunCli({"health", "--wait", "soon"}), kExitUsage);
+  EXPECT_EQ(RunCli({"health", "--tls-cert", "/nonexistent.pem"}), kExitUsage);  // no key
+  EXPECT_EQ(RunCli({"health", "--tls-ca", "/nonexistent.pem"}), kExitUsage);
+  EXPECT_EQ(RunCli({"health", "--help"}), kExitOk);
+  // Nothing listens on port 1: unreachable is exit 1, with or without a (short) --wait.
+  EXPECT_EQ(RunCli({"health", "--target", "127.0.0.1:1", "--timeout", "2s"}), kExitRpcError);
+  EXPECT_EQ(RunCli({"health", "--target", "127.0.0.1:1", "--wait", "1s", "--wait-interval",
+                    "200ms", "--noprogress"}),
+            kExitRpcError);
+}
+
+TEST(RunCli, ShardAndCompareUsageErrors) {
+  const std::vector<std::string> base = {"eval-local", "--format", "winoground",
+                                         "--annotation", "/nonexistent.jsonl"};
+  // The shard flags are checked before the annotation is read: the message names them.
+  auto stderr_of = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    ::testing::internal::CaptureStderr();
+    EXPECT_EQ(RunCli(a), kExitUsage);
+    return ::testing::internal::GetCapturedStderr();
+  };
+  EXPECT_THAT(stderr_of({"--num-shards", "0"}), HasSubstr("--num-shards must be at least 1"));
+  EXPECT_THAT(stderr_of({"--num-shards", "-3"}), HasSubstr("--num-shards must be at least 1"));
+  EXPECT_THAT(stderr_of({"--num-shards", "4", "--shard-index", "4"}),
+              HasSubstr("--shard-index must be in [0, 4)"));
+  EXPECT_THAT(stderr_of({"--num-shards", "4", "--shard-index", "-1"}),
+              HasSubstr("--shard-index must be in [0, 4)"));
+  EXPECT_THAT(stderr_of({"--shard-index", "1"}),  // N defaults to 1
+              HasSubstr("--shard-index must be in [0, 1)"));
+  EXPECT_THAT(stderr_of({"--num-shards", "x"}), HasSubstr("invalid value 'x' for --num-shards"));
+  // Valid shard flags get as far as reading the (missing) annotation.
+  EXPECT_THAT(stderr_of({"--num-shards", "4", "--shard-index", "3"}),
+              HasSubstr("nonexistent.jsonl"));
+  EXPECT_EQ(RunCli({"eval", "compare"}), kExitUsage);  // no ID
+  EXPECT_EQ(RunCli({"eval", "compare", "--help"}), kExitOk);
+  EXPECT_EQ(RunCli({"eval", "compare", "a", "b", "--target", "127.0.0.1:1", "--retries", "1",
+                    "--timeout", "2s"}),
+            kExitRpcError);
+}
+
 TEST(ParseMix, WeightsAreNormalisedAndErrorsNamed) {
   auto m = ParseMix("image=2, text=1,score=1");
   ASSERT_TRUE(m.ok());

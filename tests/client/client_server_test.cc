@@ -7,12 +7,14 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "eqsim/config/model_config.pb.h"
@@ -461,6 +463,216 @@ TEST_F(ClientServerTest, ShardedEvalLocalEqualsServerSideJob) {
   }
 }
 
+// A port nothing listens on (bound, then closed).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST_F(ClientServerTest, HealthServingDeadPortAndWait) {
+  MakeClient({world->a->target()});  // loaded: the server reports SERVING
+  CommandResult r = Cli({"health", "--target", world->a->target(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  nlohmann::json j = Json(r);
+  EXPECT_EQ(j["status"], "SERVING");
+  EXPECT_EQ(j["target"], world->a->target());
+  r = Cli({"health", "--target", world->a->target()});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SERVING"));
+  // Several targets: SERVING only when all are.
+  r = Cli({"health", "--target", world->a->target(), "--target", world->b->target(), "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["targets"].size(), 2u);
+
+  const std::string dead = absl::StrCat("127.0.0.1:", FreePort());
+  r = Cli({"health", "--target", dead, "--json", "--timeout", "3s"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(Json(r)["status"], "UNREACHABLE");
+  r = Cli({"health", "--target", world->a->target(), "--target", dead, "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(Json(r)["status"], "UNREACHABLE");
+
+  // --wait: the server starts (and loads its model) while health polls; it ends SERVING.
+  const int port = FreePort();
+  ServerProcess late(ServerArgs("late"), world->root + "/late");
+  CommandResult waited;
+  const std::string waited_scratch = scratch_ + "/wait";
+  fs::create_directories(waited_scratch);
+  std::thread poller([&] {
+    waited = testing::Run({testing::BinDir() + "/eqsim", "health", "--target",
+                           absl::StrCat("127.0.0.1:", port), "--wait", "120s",
+                           "--wait-interval", "100ms", "--json"},
+                          waited_scratch);
+  });
+  absl::SleepFor(absl::Milliseconds(1500));  // let it fail a few checks first
+  const bool started = late.Start(port);
+  poller.join();
+  ASSERT_TRUE(started) << late.log();
+  EXPECT_EQ(waited.exit_code, 0) << waited.out << waited.err;
+  EXPECT_EQ(Json(waited)["status"], "SERVING");
+  EXPECT_THAT(waited.err, HasSubstr("waiting for SERVING"));  // progress on stderr
+  late.Stop();
+  // ... and a --wait that runs out exits 1.
+  r = Cli({"health", "--target", absl::StrCat("127.0.0.1:", port), "--wait", "1s",
+           "--wait-interval", "200ms"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("not SERVING after 1s"));
+}
+
+// eval-local --shard-index/--num-shards: the shards' per-subset counts add up to the
+// unsharded run's exactly, and merge_shards.py gives the unsharded fractions.
+TEST_F(ClientServerTest, EvalLocalShardsMergeToTheUnshardedResult) {
+  MakeClient({world->a->target()});
+  const std::vector<std::string> base = {
+      "eval-local", "--target", world->a->target(), "--format", "winoground", "--annotation",
+      world->data_root + "/bench/annotations/winoground.jsonl", "--image-root",
+      world->data_root + "/bench", "--json", "--noprogress"};
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return Cli(a);
+  };
+  CommandResult r = run({});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json whole = Json(r);
+  ASSERT_EQ(whole["overall"]["samples"], 40) << r.out;
+  const std::vector<std::string> counts = {"samples", "skipped", "text_correct",
+                                           "image_correct", "group_correct"};
+  for (const auto& s : whole["subsets"]) {
+    // Counts and fractions agree.
+    EXPECT_DOUBLE_EQ(s["text_score"].get<double>(),
+                     s["text_correct"].get<double>() / s["samples"].get<double>());
+  }
+  const int kShards = 3;  // 40 samples: 13 + 13 + 14, shard borders inside subsets
+  const std::string dir = scratch_ + "/shards";
+  fs::create_directories(dir);
+  std::map<std::string, std::map<std::string, int64_t>> sum;
+  int64_t covered = 0;
+  for (int i = 0; i < kShards; ++i) {
+    r = run({"--shard-index", std::to_string(i), "--num-shards", std::to_string(kShards)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    testing::WriteAll(absl::StrCat(dir, "/shard-", i, ".json"), r.out);
+    nlohmann::json j = Json(r);
+    EXPECT_EQ(j["shard"]["index"], i);
+    EXPECT_EQ(j["shard"]["samples_begin"], 40 * i / kShards);
+    EXPECT_EQ(j["shard"]["samples_end"], 40 * (i + 1) / kShards);
+    EXPECT_EQ(j["model"], "tiny");
+    covered += j["overall"]["samples"].get<int64_t>() + j["overall"]["skipped"].get<int64_t>();
+    for (const auto& s : j["subsets"])
+      for (const auto& c : counts) sum[s["subset"]][c] += s[c].get<int64_t>();
+  }
+  EXPECT_EQ(covered, 40);
+  ASSERT_EQ(sum.size(), whole["subsets"].size());
+  for (const auto& s : whole["subsets"])
+    for (const auto& c : counts)
+      EXPECT_EQ(sum[s["subset"]][c], s[c].get<int64_t>()) << s["subset"] << " " << c;
+
+  // The deploy merge tool gives exactly the unsharded fractions.
+  r = testing::Run({"/usr/bin/python3",
+                    std::string(EQSIM_SOURCE_DIR) + "/deploy/jobs/eval-sharded/merge_shards.py",
+                    dir, "--shards", std::to_string(kShards)},
+                   scratch_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json merged = Json(r);
+  ASSERT_EQ(merged["subsets"].size(), whole["subsets"].size());
+  for (size_t k = 0; k < merged["subsets"].size(); ++k) {
+    for (const char* key : {"subset", "samples", "skipped", "text_score", "image_score",
+                            "group_score"})
+      EXPECT_EQ(merged["subsets"][k][key], whole["subsets"][k][key]) << k << " " << key;
+  }
+  EXPECT_EQ(merged["overall"]["group_score"], whole["overall"]["group_score"]);
+
+  // More shards than samples: an empty shard still succeeds and names the served model.
+  r = run({"--limit", "1", "--subsets", "attribute", "--shard-index", "0", "--num-shards", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json empty = Json(r);
+  EXPECT_EQ(empty["overall"]["samples"], 0) << r.out;
+  EXPECT_EQ(empty["model"], "tiny");
+  EXPECT_GT(empty["version"].get<int64_t>(), 0);
+}
+
+// eval compare: one table, per job the numbers `eval get --json` reports, in the row of
+// their subset; --json is the array of the evaluations; exit 3 for a job that did not succeed.
+TEST_F(ClientServerTest, EvalCompareShowsEveryJobsNumbers) {
+  auto client = MakeClient({world->a->target()});
+  const std::string t = world->a->target();
+  std::vector<std::string> ids;
+  for (const auto& [annotation, label] : std::vector<std::pair<std::string, std::string>>{
+           {"bench/annotations/winoground.jsonl", "wino"},
+           {"bench/annotations/location.json", "loc"}}) {
+    v1::EvaluationSpec spec;
+    spec.set_format(label == "wino" ? v1::WINOGROUND : v1::EQBEN_PAIRS);
+    spec.set_annotation_path(annotation);
+    spec.set_image_root("bench");
+    spec.set_label(label);
+    auto job = client->SubmitEvaluation(spec, [](const v1::Evaluation&) {});
+    ASSERT_TRUE(job.ok()) << job.status();
+    ASSERT_EQ(job->state(), v1::SUCCEEDED) << job->error();
+    ids.push_back(job->id());
+  }
+  CommandResult r = Cli({"eval", "compare", ids[0], ids[1], "--target", t});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string table = r.out;
+  EXPECT_THAT(table, HasSubstr("tiny:1 (wino)"));
+  EXPECT_THAT(table, HasSubstr("tiny:1 (loc)"));
+  // Table lines by their first word.
+  std::map<std::string, std::string> lines;
+  for (absl::string_view line : absl::StrSplit(table, '\n')) {
+    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (!words.empty()) lines[words[0]] = std::string(line);
+  }
+  auto pct = [](const nlohmann::json& v) {
+    return absl::StrFormat("%.2f", 100.0 * v.get<double>());
+  };
+  for (size_t k = 0; k < ids.size(); ++k) {
+    r = Cli({"eval", "get", ids[k], "--target", t, "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    nlohmann::json ev = Json(r);
+    std::vector<nlohmann::json> rows(ev["result"]["subsets"].begin(),
+                                     ev["result"]["subsets"].end());
+    nlohmann::json overall = ev["result"]["overall"];
+    overall["subset"] = "overall";
+    rows.push_back(overall);
+    for (const auto& row : rows) {
+      const std::string name = row["subset"];
+      ASSERT_TRUE(lines.count(name)) << name << " missing from\n" << table;
+      // The job's cells are the k-th '|'-separated part of the row.
+      std::vector<std::string> parts = absl::StrSplit(lines[name], '|');
+      ASSERT_EQ(parts.size(), ids.size() + 1) << lines[name];
+      std::vector<std::string> cells = absl::StrSplit(parts[k + 1], ' ', absl::SkipEmpty());
+      ASSERT_EQ(cells.size(), 4u) << lines[name];
+      EXPECT_EQ(cells[0], row["samples"].get<std::string>()) << name;  // int64: a string
+      EXPECT_EQ(cells[1], pct(row["text_score"])) << name;
+      EXPECT_EQ(cells[2], pct(row["image_score"])) << name;
+      EXPECT_EQ(cells[3], pct(row["group_score"])) << name;
+    }
+  }
+  // Subsets one job lacks show '-' in its columns.
+  ASSERT_TRUE(lines.count("attribute")) << table;
+  EXPECT_THAT(lines["attribute"], HasSubstr("-"));
+
+  r = Cli({"eval", "compare", ids[0], ids[1], "--target", t, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json arr = Json(r);
+  ASSERT_TRUE(arr.is_array());
+  ASSERT_EQ(arr.size(), 2u);
+  EXPECT_EQ(arr[0]["id"], ids[0]);
+  EXPECT_EQ(arr[1]["id"], ids[1]);
+  EXPECT_EQ(arr[1]["result"]["overall"]["group_score"].get<double>(),
+            client->GetEvaluation(ids[1])->result().overall().group_score());
+
+  r = Cli({"eval", "compare", ids[0], "no-such-job", "--target", t});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+}
+
 TEST_F(ClientServerTest, CancelledJobEndsWatchWithExitThree) {
   auto client = MakeClient({world->a->target()});
   v1::EvaluationSpec spec;
@@ -479,6 +691,11 @@ TEST_F(ClientServerTest, CancelledJobEndsWatchWithExitThree) {
   ASSERT_TRUE(ev.ok());
   EXPECT_EQ(ev->state(), v1::CANCELLED);
   EXPECT_LT(ev->progress().done(), kBigJobSamples);
+  // eval compare of a job that did not succeed: its columns are '-', exit 3.
+  r = Cli({"eval", "compare", job->id(), "--target", t});
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("[cancelled]"));
+  EXPECT_THAT(r.err, HasSubstr("cancelled"));
 }
 
 // The watch stream is cut under the client's feet (a proxy resets every connection); the
@@ -604,6 +821,22 @@ TEST_F(ClientServerTest, TlsMutualTlsAndBearerToken) {
   EXPECT_THAT(r.err, HasSubstr("UNAVAILABLE"));
   r = with({"--token-file", d + "/token"});  // plaintext against TLS
   EXPECT_EQ(r.exit_code, 1);
+
+  // eqsim health over mTLS: the token is not needed (health is exempt) and does not hurt.
+  auto health = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"health", "--target", t, "--json", "--timeout", "5s"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return Cli(a);
+  };
+  r = health(ok_args);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["status"], "SERVING");
+  r = health(tls);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["status"], "SERVING");
+  r = health({"--token-file", d + "/token"});  // plaintext against TLS: no answer
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(Json(r)["status"], "SERVING");
   server.Stop();
 }
 
