@@ -25,7 +25,8 @@
 #endif
 
 ABSL_FLAG(std::string, service, "",
-          "health: service name to check (\"\" = the whole server; e.g. eqsim.v1.SimilarityService)");
+          "health: service name to check (\"\" = the whole server; e.g. "
+          "eqsim.v1.SimilarityService)");
 ABSL_FLAG(absl::Duration, wait, absl::ZeroDuration(),
           "health: keep checking until SERVING or this much time has passed (e.g. 60s; 0 = "
           "check once)");
@@ -38,8 +39,8 @@ namespace eqsim::cli {
 namespace {
 
 // One target's answer. `status` is the grpc.health.v1 status name (SERVING, NOT_SERVING,
-// UNKNOWN, SERVICE_UNKNOWN) or, when the RPC failed, UNREACHABLE (no connection / deadline)
-// or ERROR (any other gRPC error, e.g. UNAUTHENTICATED, NOT_FOUND for an unknown service).
+// UNKNOWN, SERVICE_UNKNOWN) or, when the RPC failed, UNREACHABLE (no connection / deadline),
+// SERVICE_UNKNOWN (NOT_FOUND: no such service) or ERROR (any other gRPC error).
 struct HealthAnswer {
   std::string target;
   std::string status;
@@ -115,9 +116,12 @@ class HealthChecker {
       } else {
         const bool unreachable = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
                                  s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-        a.status = unreachable ? "UNREACHABLE" : "ERROR";
-        a.error = absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())),
-                               ": ", s.error_message());
+        // The standard health service answers NOT_FOUND for a service it does not know.
+        a.status = unreachable                                       ? "UNREACHABLE"
+                   : s.error_code() == grpc::StatusCode::NOT_FOUND ? "SERVICE_UNKNOWN"
+                                                                   : "ERROR";
+        const auto code = static_cast<absl::StatusCode>(s.error_code());
+        a.error = absl::StrCat(absl::StatusCodeToString(code), ": ", s.error_message());
       }
       out.push_back(std::move(a));
     }

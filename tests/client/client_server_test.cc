@@ -486,6 +486,13 @@ TEST_F(ClientServerTest, HealthServingDeadPortAndWait) {
   r = Cli({"health", "--target", world->a->target()});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("SERVING"));
+  r = Cli({"health", "--target", world->a->target(), "--service", "eqsim.v1.SimilarityService",
+           "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(Json(r)["service"], "eqsim.v1.SimilarityService");
+  r = Cli({"health", "--target", world->a->target(), "--service", "no.such.Service", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(Json(r)["status"], "SERVICE_UNKNOWN");
   // Several targets: SERVING only when all are.
   r = Cli({"health", "--target", world->a->target(), "--target", world->b->target(), "--json"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
