@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build="${EQSIM_BUILD_DIR:-build}"
 jobs="${EQSIM_JOBS:-$(nproc)}"
+# LibTorch's OpenMP workers spin-wait by default, starving the other threads on small machines.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 bash scripts/install-deps.sh
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
