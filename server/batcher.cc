@@ -118,8 +118,9 @@ absl::Status Batcher::Enqueue(const std::string& key,
         cv_.SignalAll();
       }
     }
+    ReportDepthsLocked(depths);
   }
-  Report(dropped, depths);
+  Report(dropped);
   return status;
 }
 
@@ -229,9 +230,13 @@ bool Batcher::PickLocked(absl::Time now, bool respect_low_limit, Picked* out,
   return true;
 }
 
-void Batcher::Report(const std::vector<Dropped>& dropped,
-                     const std::vector<std::pair<std::string, int>>& depths) {
+void Batcher::Report(const std::vector<Dropped>& dropped) {
   for (const auto& d : dropped) d.task->Drop(d.status);
+}
+
+void Batcher::ReportDepthsLocked(const std::vector<std::pair<std::string, int>>& depths) {
+  // Under the lock, so observers see depth changes in the order they happened (reporting
+  // after unlocking let a slower thread overwrite a newer depth with an older one).
   if (options_.on_depth) {
     for (const auto& [key, depth] : depths) options_.on_depth(key, depth);
   }
@@ -264,8 +269,9 @@ int Batcher::RunReadyBatches() {
       got = PickLocked(now, /*respect_low_limit=*/false, &picked, &next);
       if (got) depths.emplace_back(picked.key, picked.queue->depth);
       EraseIdleRemovedLocked();
+      ReportDepthsLocked(depths);
     }
-    Report(dropped, depths);
+    Report(dropped);
     if (!got) return ran;
     RunPicked(picked);
     ++ran;
@@ -290,8 +296,9 @@ void Batcher::WorkerLoop() {
       if (picked.low_only) ++low_busy_;
     }
     if (!dropped.empty() || !depths.empty() || got) {
+      ReportDepthsLocked(depths);
       mu_.Unlock();
-      Report(dropped, depths);
+      Report(dropped);
       if (got) RunPicked(picked);
       mu_.Lock();
       if (got) {
@@ -349,9 +356,10 @@ bool Batcher::Shutdown(absl::Duration timeout) {
       if (q->depth) depths.emplace_back(key, 0);
       q->depth = 0;
     }
+    ReportDepthsLocked(depths);
     cv_.SignalAll();
   }
-  Report(dropped, depths);
+  Report(dropped);
   for (auto& w : workers_) w.join();
   workers_.clear();
   shut_down_ = true;

@@ -85,7 +85,9 @@ struct BatcherOptions {
   // Workers that may run LOW-only batches at the same time (0 = no limit).
   int max_low_priority_workers = 1;
   std::shared_ptr<Clock> clock;  // null = real clock
-  // Observer of queue depth changes (items), e.g. for a gauge. Called under no lock.
+  // Observer of queue depth changes (items), e.g. for a gauge. Called with the batcher's lock
+  // held, in the order the changes happened: keep it cheap and never call back into the
+  // Batcher from it.
   std::function<void(const std::string& queue, int depth)> on_depth;
 };
 
@@ -163,8 +165,9 @@ class Batcher {
   void EraseIdleRemovedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunPicked(Picked& picked);
   void Finish(Picked& picked);
-  void Report(const std::vector<Dropped>& dropped,
-              const std::vector<std::pair<std::string, int>>& depths);
+  void Report(const std::vector<Dropped>& dropped);  // completes dropped tasks; no lock held
+  void ReportDepthsLocked(const std::vector<std::pair<std::string, int>>& depths)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
 
   const BatcherOptions options_;

@@ -4,8 +4,10 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -75,6 +77,40 @@ class BatcherTest : public ::testing::Test {
   std::map<std::string, int> depth_;
   std::unique_ptr<Batcher> batcher_;
 };
+
+// The depth observer (the queue-depth gauge) must see changes in the order they happened, also
+// when many threads enqueue at once; otherwise the gauge can stay at a stale value.
+TEST(BatcherDepthObserver, SeesConcurrentEnqueuesInOrder) {
+  absl::Mutex mu;
+  std::vector<int> seen;
+  Log log;  // outlives the batcher, whose destructor runs what is still queued
+  BatcherOptions o;
+  o.num_threads = 0;
+  o.clock = std::make_shared<FakeClock>();
+  o.on_depth = [&](const std::string&, int d) {
+    absl::MutexLock l(&mu);
+    seen.push_back(d);
+  };
+  Batcher batcher(o);
+  BatchQueueOptions q;
+  q.max_batch_size = 1000;
+  q.max_queue_delay = absl::Hours(1);
+  q.max_queue_size = 1000;
+  ASSERT_TRUE(batcher.AddQueue("q", q, Recorder(&log)).ok());
+  constexpr int kThreads = 8, kEach = 50;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        ASSERT_TRUE(batcher.Enqueue("q", One(T(absl::StrCat(t, "/", i), 1, &log))).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(seen.size(), static_cast<size_t>(kThreads * kEach));
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], static_cast<int>(i) + 1) << i;
+  EXPECT_EQ(batcher.QueueDepth("q"), kThreads * kEach);
+}
 
 TEST(SplitIntoChunks, CoversEveryItemOnce) {
   EXPECT_THAT(SplitIntoChunks(70, 32),
