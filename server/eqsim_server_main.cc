@@ -8,11 +8,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
+#include "model/core/command_line.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
@@ -64,33 +62,12 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  absl::SetProgramUsageMessage(
+  eqsim::ParseProgramFlags(argc, argv,
       "Serves an eqsim model repository over gRPC (eqsim.v1.SimilarityService), with dynamic\n"
       "batching, hot reload, evaluation jobs, health checks, reflection and Prometheus metrics.\n"
       "  eqsim-server --model-repository=models [--port=8500] [--metrics-port=8502] ...\n"
-      "Exit codes: 0 after a clean drain (SIGTERM / SIGINT), 1 start-up failure, 2 bad option.");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "eqsim_server_main");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  // The documented spelling is --model-repository; absl flags are named model_repository.
-  // Accept both: dashes in a flag's name (before any '=') become underscores.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> fixed;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (i > 0 && a.size() > 2 && a.compare(0, 2, "--") == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t k = 2; k < end; ++k) {
-        if (a[k] == '-') a[k] = '_';
-      }
-    }
-    fixed.push_back(a.data());
-  }
-  fixed.push_back(nullptr);
-  absl::ParseCommandLine(static_cast<int>(args.size()), fixed.data());
+      "Exit codes: 0 after a clean drain (SIGTERM / SIGINT), 1 start-up failure, 2 bad option.",
+                           "eqsim_server_main");
 
   eqsim::ServerOptions o;
   o.host = absl::GetFlag(FLAGS_host);

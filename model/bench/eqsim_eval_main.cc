@@ -18,8 +18,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -27,6 +25,7 @@
 #include "model/bench/evaluator.h"
 #include "model/bench/generator.h"
 #include "model/bench/readers.h"
+#include "model/core/command_line.h"
 #include "model/repo/repository.h"
 #include "nlohmann/json.hpp"
 
@@ -313,7 +312,7 @@ int RunEval() {
 }  // namespace eqsim
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  const std::vector<std::string> args = eqsim::ParseProgramFlags(argc, argv,
       "EqBen-style evaluation of eqsim models, and the Fashion-MNIST minimal-change benchmark.\n"
       "  eqsim-eval generate --out DIR [--per-subset 500] [--seed 7] [--subsets a,b]\n"
       "  eqsim-eval run --repository R --model M [--version V] --format FORMAT\n"
@@ -321,21 +320,8 @@ int main(int argc, char** argv) {
       "                 [--subsets a,b] [--limit N] [--scores-out f.npy] [--batch-size 64]\n"
       "                 [--threads 2] [--json]\n"
       "FORMAT: winoground | eqben-pairs | eqben-video | eqben-ag | eqben-leaderboard | valse\n"
-      "Exit codes: 0 ok, 1 failure, 2 usage error.");
-  // Accept --kebab-case flag names (the documented spelling) as well as absl's snake_case.
-  std::vector<std::string> storage(argv, argv + argc);
-  for (size_t i = 1; i < storage.size(); ++i) {
-    std::string& a = storage[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-' || a[1] != '-') continue;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t k = 2; k < end; ++k) {
-      if (a[k] == '-') a[k] = '_';
-    }
-  }
-  std::vector<char*> fixed;
-  for (auto& a : storage) fixed.push_back(a.data());
-  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+      "Exit codes: 0 ok, 1 failure, 2 usage error.",
+      "eqsim_eval_main");
   if (args.size() != 2) {
     return eqsim::Usage(args.size() < 2 ? "missing command (generate or run)"
                                         : absl::StrCat("unexpected argument '", args[2], "'"));

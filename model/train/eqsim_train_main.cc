@@ -6,13 +6,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/core/command_line.h"
 #include "model/train/trainer.h"
 
 // Data.
@@ -145,38 +143,15 @@ bool Override(const absl::Flag<std::string>& flag, const char* name, T* field) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  const std::vector<std::string> rest = eqsim::ParseProgramFlags(argc, argv,
       "Trains a native image-text dual encoder with the contrastive loss, optionally plus the "
       "EqSim regulariser, and publishes it into a model repository.\n"
       "  eqsim-train --data fashion-mnist --repository models --model-name fm\n"
       "  eqsim-train --data fashion-mnist --eqsim --twin-prob 0.5 --repository models "
       "--model-name fm-eqsim\n"
       "  eqsim-train --data manifest:pairs.jsonl --steps 5000 --checkpoint-dir ckpt "
-      "--checkpoint-every 500 --resume");
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "eqsim_train_main");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  // The documented spelling is --twin-prob; absl names the flag twin_prob. Accept both:
-  // dashes in a flag's name (before any '=') become underscores, up to a bare "--".
-  std::vector<std::string> arg_copy(argv, argv + argc);
-  std::vector<char*> fixed;
-  bool flags_done = false;
-  for (size_t i = 0; i < arg_copy.size(); ++i) {
-    std::string& a = arg_copy[i];
-    if (a == "--") flags_done = true;
-    if (i > 0 && !flags_done && a.size() > 2 && a.compare(0, 2, "--") == 0) {
-      const size_t end = std::min(a.find('='), a.size());
-      for (size_t k = 2; k < end; ++k) {
-        if (a[k] == '-') a[k] = '_';
-      }
-    }
-    fixed.push_back(a.data());
-  }
-  fixed.push_back(nullptr);
-  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(arg_copy.size()), fixed.data());
+      "--checkpoint-every 500 --resume",
+      "eqsim_train_main");
   if (rest.size() > 1) {
     std::cerr << "eqsim-train: unexpected argument '" << rest[1] << "' (see --help)\n";
     return 2;
