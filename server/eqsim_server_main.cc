@@ -26,6 +26,9 @@ ABSL_FLAG(std::string, state_dir, "",
           "Evaluation jobs and results are kept here across restarts (empty = in memory).");
 ABSL_FLAG(double, poll_interval_s, 0,
           "Seconds between model repository scans for new versions (0 = load once).");
+ABSL_FLAG(double, health_self_test_interval_s, 5,
+          "After a failed encoder batch (health NOT_SERVING), re-run every served model's "
+          "self-test this often; SERVING again once all pass (0 = off).");
 ABSL_FLAG(double, drain_timeout_s, 30,
           "On SIGTERM / SIGINT, seconds to finish in-flight work before exiting.");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads per encoder call (0 = LibTorch default).");
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   o.state_dir = absl::GetFlag(FLAGS_state_dir);
   o.poll_interval_s = absl::GetFlag(FLAGS_poll_interval_s);
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
+  o.health_self_test_interval_s = absl::GetFlag(FLAGS_health_self_test_interval_s);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
   o.batch_threads = absl::GetFlag(FLAGS_batch_threads);
@@ -109,6 +113,7 @@ int main(int argc, char** argv) {
   if (o.max_message_bytes < 1024) bad = "--max-message-bytes must be >= 1024";
   if (o.drain_timeout_s < 0) bad = "--drain-timeout-s must be >= 0";
   if (o.poll_interval_s < 0) bad = "--poll-interval-s must be >= 0";
+  if (o.health_self_test_interval_s < 0) bad = "--health-self-test-interval-s must be >= 0";
   if (o.job_chunk_size < 1 || o.job_batch_size < 1) {
     bad = "--job-chunk-size and --job-batch-size must be >= 1";
   }

@@ -319,6 +319,15 @@ int ModelManager::ServingCount() const {
   return n;
 }
 
+std::vector<std::shared_ptr<const ServingVersion>> ModelManager::Serving() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<const ServingVersion>> out;
+  for (const auto& [name, e] : models_) {
+    for (const auto& [v, sv] : e.serving) out.push_back(sv);
+  }
+  return out;
+}
+
 void ModelManager::UnloadAll() {
   std::vector<std::shared_ptr<ServingVersion>> retired;
   {

@@ -69,6 +69,8 @@ class ModelManager {
   std::vector<ModelStatusInfo> List() const;
   std::string DefaultModel() const;  // "" when ambiguous
   int ServingCount() const;          // versions ready
+  // Every version being served, by name then version.
+  std::vector<std::shared_ptr<const ServingVersion>> Serving() const;
 
   // Retires every version (at shutdown).
   void UnloadAll();

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -187,6 +188,37 @@ int RunServer(const ServerOptions& o) {
     });
   }
 
+  // ---- health self-test: after a failed encoder batch, recover once the models work again
+  // (a NOT_SERVING pod gets no traffic, so waiting for a successful request could be forever).
+  std::thread self_tester;
+  if (o.health_self_test_interval_s > 0) {
+    // The first self-test runs one full interval after the latest failure, so NOT_SERVING
+    // lasts at least that long (no flapping under a burst of bad batches).
+    const absl::Duration interval = absl::Seconds(o.health_self_test_interval_s);
+    self_tester = std::thread([&, interval] {
+      while (!stop_polling.WaitForNotificationWithTimeout(
+          std::min(interval / 4, absl::Milliseconds(250)))) {
+        if (health.inference_ok() || health.draining()) continue;
+        if (absl::Now() - health.last_inference_failure() < interval) continue;
+        absl::Status st = absl::OkStatus();
+        int tested = 0;
+        for (const auto& v : models.Serving()) {
+          st = SelfTestModel(*v->model);
+          if (!st.ok()) break;
+          ++tested;
+        }
+        if (st.ok() && tested > 0 && absl::Now() - health.last_inference_failure() >= interval) {
+          Log(absl::StrCat("health self-test passed (", tested, " model version(s))"));
+          health.InferenceResult(true);
+        } else if (!st.ok()) {
+          Log(absl::StrCat("health self-test failed: ", st.message()));
+          // Retried one interval later: treat the failed self-test like a failed batch.
+          health.InferenceResult(false);
+        }
+      }
+    });
+  }
+
   // ---- wait for SIGTERM / SIGINT (blocked in all threads by main)
   sigset_t set;
   sigemptyset(&set);
@@ -201,6 +233,7 @@ int RunServer(const ServerOptions& o) {
   batcher.StartFlushing();  // queued requests run now instead of waiting for their batch
   stop_polling.Notify();
   if (poller.joinable()) poller.join();
+  if (self_tester.joinable()) self_tester.join();
   // Jobs first: running ones checkpoint and stop, their watchers end with UNAVAILABLE.
   jobs.Shutdown();
   // Stops accepting; waits for in-flight calls (the batcher still runs them) until the

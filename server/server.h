@@ -20,6 +20,9 @@ struct ServerOptions {
   std::string state_dir;
   double poll_interval_s = 0;     // 0 = no polling
   double drain_timeout_s = 30;
+  // While health is NOT_SERVING because an encoder batch failed, every this many seconds the
+  // served models run their self-test (one image, one text); when all pass, SERVING again.
+  double health_self_test_interval_s = 5;  // 0 = never (stays NOT_SERVING until a batch works)
   int threads = 0;                // LibTorch intra-op threads (0 = LibTorch's default)
   int preprocess_threads = 2;
   int batch_threads = 2;          // batcher workers (encoder calls in parallel)

@@ -30,6 +30,7 @@ void HealthState::SetDraining() {
 }
 void HealthState::InferenceResult(bool ok) {
   absl::MutexLock lock(&mu_);
+  if (!ok) last_failure_ = absl::Now();
   if (inference_ok_ == ok) return;
   inference_ok_ = ok;
   Update();
@@ -37,6 +38,14 @@ void HealthState::InferenceResult(bool ok) {
 bool HealthState::serving() const {
   absl::MutexLock lock(&mu_);
   return models_ready_ && !draining_ && inference_ok_;
+}
+bool HealthState::inference_ok() const {
+  absl::MutexLock lock(&mu_);
+  return inference_ok_;
+}
+absl::Time HealthState::last_inference_failure() const {
+  absl::MutexLock lock(&mu_);
+  return last_failure_;
 }
 bool HealthState::draining() const {
   absl::MutexLock lock(&mu_);

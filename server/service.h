@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "eqsim/v1/similarity.grpc.pb.h"
 #include "server/inference.h"
 #include "server/job_manager.h"
@@ -28,6 +29,8 @@ class HealthState {
   void InferenceResult(bool ok);
   bool serving() const;
   bool draining() const;
+  bool inference_ok() const;  // false from a failed encoder batch until one succeeds
+  absl::Time last_inference_failure() const;  // InfinitePast() if none
 
  private:
   void Update() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -36,6 +39,7 @@ class HealthState {
   bool models_ready_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool inference_ok_ ABSL_GUARDED_BY(mu_) = true;
+  absl::Time last_failure_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int last_ ABSL_GUARDED_BY(mu_) = -1;
 };
 

@@ -83,7 +83,16 @@ absl::StatusOr<Matrix> TensorToMatrix(const torch::Tensor& t, int64_t n, int dim
 
 std::string FirstLine(const std::string& s) {
   auto pos = s.find('\n');
-  return pos == std::string::npos ? s : s.substr(0, pos);
+  if (pos == std::string::npos) return s;
+  std::string first = s.substr(0, pos);
+  if (first.find("failed in the TorchScript interpreter") != std::string::npos) {
+    size_t end = s.find_last_not_of(" \t\r\n");
+    if (end != std::string::npos && end > pos) {
+      const size_t begin = s.rfind('\n', end) + 1;  // 0 when not found
+      return s.substr(begin, end + 1 - begin);
+    }
+  }
+  return first;
 }
 
 std::string DeviceName(const torch::Device& d, bool fp16) {

@@ -23,7 +23,10 @@ absl::StatusOr<torch::Tensor> TokensToTensor(const TokenBatch& tokens, int max_l
 // shape and that every value is finite. `what` names the call in errors ("encode_image").
 absl::StatusOr<Matrix> TensorToMatrix(const torch::Tensor& t, int64_t n, int dim,
                                       const std::string& what);
-// The first line of an exception's message (torch messages carry long backtraces).
+// The first line of an exception's message (torch messages carry long backtraces), except for
+// errors raised inside a TorchScript module, whose first line only says "The following
+// operation failed in the TorchScript interpreter." and whose last line holds the exception
+// ("builtins.RuntimeError: ..."): for those, the last non-empty line.
 std::string FirstLine(const std::string& s);
 // "cpu", "cuda:0", with " fp16" appended when half precision.
 std::string DeviceName(const torch::Device& d, bool fp16);

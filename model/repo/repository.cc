@@ -390,6 +390,34 @@ absl::StatusOr<config::ModelConfig> ReadVersionConfig(const std::string& model_d
 // ---------------------------------------------------------------------------------------------
 // Loading
 
+absl::Status SelfTestModel(const LoadedModel& m) {
+  const std::string what = absl::StrCat("model ", m.name, " version ", m.version);
+  const int size = m.preprocessor->size();
+  ImageTensor img = m.preprocessor->FromRgb(cv::Mat(size, size, CV_8UC3, cv::Scalar(0, 0, 0)));
+  ImageBatch images = StackImages({&img});
+  auto check = [&](const absl::StatusOr<Matrix>& r, const char* kind) -> absl::Status {
+    if (!r.ok()) {
+      return Annotate(r.status(), absl::StrCat(what, ": self-test encode of one ", kind));
+    }
+    if (r->rows != 1 || r->cols != m.config.embed_dim()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": config.pbtxt says embed_dim ", m.config.embed_dim(), " but the ", kind,
+          " encoder returned [", r->rows, ", ", r->cols, "]"));
+    }
+    for (float v : r->data) {
+      if (!std::isfinite(v)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            what, ": self-test encode of one ", kind, " produced non-finite values"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  EQSIM_RETURN_IF_ERROR(check(m.encoder->EncodeImages(images), "image"));
+  auto ids = m.tokenizer->EncodeBatch({"a photo of a bag"});
+  if (!ids.ok()) return Annotate(ids.status(), absl::StrCat(what, ": self-test tokenization"));
+  return check(m.encoder->EncodeTexts(*ids), "text");
+}
+
 absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModelVersion(const std::string& repo,
                                                               const std::string& name,
                                                               int64_t version,
@@ -458,32 +486,7 @@ absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModelVersion(const std::string&
                      " but the encoder produces ", m->encoder->dim(), "-dimensional embeddings"));
   }
 
-  if (opts.warmup) {
-    const int size = m->preprocessor->size();
-    ImageTensor img = m->preprocessor->FromRgb(cv::Mat(size, size, CV_8UC3, cv::Scalar(0, 0, 0)));
-    ImageBatch images = StackImages({&img});
-    auto check = [&](const absl::StatusOr<Matrix>& r, const char* kind) -> absl::Status {
-      if (!r.ok()) {
-        return Annotate(r.status(), absl::StrCat(what, ": warm-up encode of one ", kind));
-      }
-      if (r->rows != 1 || r->cols != m->config.embed_dim()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            what, ": config.pbtxt says embed_dim ", m->config.embed_dim(), " but the ", kind,
-            " encoder returned [", r->rows, ", ", r->cols, "]"));
-      }
-      for (float v : r->data) {
-        if (!std::isfinite(v)) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              what, ": warm-up encode of one ", kind, " produced non-finite values"));
-        }
-      }
-      return absl::OkStatus();
-    };
-    EQSIM_RETURN_IF_ERROR(check(m->encoder->EncodeImages(images), "image"));
-    auto ids = m->tokenizer->EncodeBatch({"a photo of a bag"});
-    if (!ids.ok()) return Annotate(ids.status(), absl::StrCat(what, ": warm-up tokenization"));
-    EQSIM_RETURN_IF_ERROR(check(m->encoder->EncodeTexts(*ids), "text"));
-  }
+  if (opts.warmup) EQSIM_RETURN_IF_ERROR(SelfTestModel(*m));
   return m;
 }
 

@@ -88,7 +88,7 @@ struct LoadOptions {
   int threads = 0;                             // LibTorch intra-op threads; 0 = leave as is
   ImageLimits image_limits;                    // for the model's ImagePreprocessor
   std::vector<std::string> extra_search_dirs;  // for relative tokenizer.vocab_file paths
-  bool warmup = true;                          // run one image + one text encode at load
+  bool warmup = true;                          // run SelfTestModel at load
   // When not AUTO/unset, overrides cfg.device (e.g. a server flag --device=cpu).
   config::ModelConfig::Device device_override = config::ModelConfig::AUTO;
   bool override_device = false;
@@ -105,12 +105,17 @@ struct LoadedModel {
 };
 
 // Loads and validates one version: config (version override or model's), tokenizer,
-// preprocessor, encoder (model/nn/encoder_factory.h), then a warm-up encode of one blank
-// image and one short text which must give finite [1, embed_dim] rows. Errors name the model
+// preprocessor, encoder (model/nn/encoder_factory.h), then SelfTestModel as a warm-up. Errors name the model
 // and version, e.g. NotFound "model 'm' not found in repository /r", NotFound "model m
 // version 3: version folder /r/m/3 does not exist", NotFound "model m version 3: version
 // folder /r/m/3 has no weights.pt", InvalidArgument "model m version 3: config.pbtxt says
 // embed_dim 64 but the encoder produces 128-dimensional embeddings".
+// Encodes one blank image and one short text ("a photo of a bag"); each must give a finite
+// [1, embed_dim] row. Used as the warm-up at load and by the server's health self-test.
+// Errors name the model, version and modality, e.g. "model m version 3: self-test encode of
+// one text: ...". Safe to call while the model serves other calls.
+absl::Status SelfTestModel(const LoadedModel& m);
+
 absl::StatusOr<std::shared_ptr<LoadedModel>> LoadModelVersion(const std::string& repo,
                                                               const std::string& name,
                                                               int64_t version,

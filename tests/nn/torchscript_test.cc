@@ -260,7 +260,7 @@ TEST_F(TorchScriptTest, WrongEmbedDimIsCaughtAtWarmUp) {
   auto st = LoadModelVersion(*root_, "scripted", 1).status();
   WriteFile(*root_ + "/scripted/config.pbtxt", ModelConfigText("scripted", 16));
   EXPECT_THAT(std::string(st.message()),
-              HasSubstr("model scripted version 1: warm-up encode of one image: torchscript "
+              HasSubstr("model scripted version 1: self-test encode of one image: torchscript "
                         "encode_image returned shape [1, 16] but config.pbtxt says embed_dim 32"));
 }
 

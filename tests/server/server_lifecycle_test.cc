@@ -250,6 +250,73 @@ TEST_F(LifecycleTest, HealthIsNotServingUntilAModelIsLoaded) {
   EXPECT_EQ(server.Stop(SIGINT), 0);
 }
 
+// A TorchScript model (made by /usr/bin/python3) whose text encoder raises on a batch of
+// exactly 3 texts: the failed batch turns health NOT_SERVING; the self-test (batch 1) passes,
+// and health is SERVING again without any client traffic.
+constexpr char kPoisonedModel[] = R"py(
+import os, sys, torch
+
+class Poisoned(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.img = torch.nn.Linear(3, 8)
+        self.emb = torch.nn.Embedding(16, 8)
+
+    @torch.jit.export
+    def encode_image(self, x):
+        return self.img(x.mean(dim=(2, 3)))
+
+    @torch.jit.export
+    def encode_text(self, ids):
+        if ids.shape[0] == 3:
+            raise RuntimeError("poisoned: this model refuses batches of 3 texts")
+        return self.emb(ids).mean(dim=1)
+
+    def forward(self, x):
+        return self.encode_image(x)
+
+torch.manual_seed(0)
+os.makedirs(os.path.join(sys.argv[1], "1"), exist_ok=True)
+torch.jit.script(Poisoned()).save(os.path.join(sys.argv[1], "1", "model.pt"))
+)py";
+
+TEST_F(LifecycleTest, FailedInferenceIsNotServingUntilTheSelfTestPasses) {
+  TempDir d;
+  const std::string repo = d / "repo";
+  WriteFile(repo + "/poisoned/config.pbtxt",
+            "name: \"poisoned\"\nbackend: TORCHSCRIPT\nembed_dim: 8\ndevice: CPU\n"
+            "image { recipe: NATIVE size: 16 }\n"
+            "tokenizer { kind: WORD vocab_file: \"vocab.txt\" }\n");
+  WriteFile(repo + "/poisoned/vocab.txt", "a\nred\nbag\n");
+  WriteFile(d / "make.py", kPoisonedModel);
+  std::string out;
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + d / "make.py" + " " + repo + "/poisoned", &out), 0)
+      << out;
+  ServerProcess server({"--model-repository=" + repo, "--max-queue-delay-us=0",
+                        "--health-self-test-interval-s=2"});
+  ASSERT_EQ(server.WaitHealth("SERVING"), "SERVING") << server.log();
+  auto stub = server.Stub();
+  auto embed = [&](int n) {
+    grpc::ClientContext ctx;
+    v1::EmbedResponse resp;
+    return stub->Embed(&ctx, Texts(n, "a red bag"), &resp);
+  };
+  ASSERT_TRUE(embed(2).ok());
+  grpc::Status s = embed(3);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(s.error_message(), HasSubstr("refuses batches of 3 texts"));
+  // The failed batch updates health before its calls complete; NOT_SERVING lasts at least
+  // one self-test interval (2 s).
+  EXPECT_EQ(server.Health(), "NOT_SERVING");
+  // No requests now: the self-test alone brings it back.
+  EXPECT_EQ(server.WaitHealth("SERVING"), "SERVING") << server.log();
+  EXPECT_THAT(server.log(), HasSubstr("health self-test passed (1 model version(s))"));
+  EXPECT_THAT(server.log(), HasSubstr("NOT_SERVING (last inference failed)"));
+  EXPECT_GE(MetricValue(server.Scrape(), "eqsim_inference_failures_total", {{"model", "poisoned"}}), 1);
+  EXPECT_TRUE(embed(2).ok());
+  EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+}
+
 std::shared_ptr<grpc::Channel> TlsChannel(const ServerProcess& server, const TempDir& certs,
                                           bool client_cert) {
   grpc::SslCredentialsOptions o;
