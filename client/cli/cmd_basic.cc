@@ -1,4 +1,5 @@
 // eqsim models | embed | score
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -72,14 +73,30 @@ int RunModels(const ParsedArgs& args) {
     std::printf("%s\n", ToJson(*resp).c_str());
     return kExitOk;
   }
-  std::printf("%-20s %7s %-11s %5s %-12s %-10s %-9s %5s  %s\n", "MODEL", "VERSION", "STATE",
-              "DIM", "BACKEND", "DEVICE", "TOKENIZER", "IMAGE", "REASON");
+  // Columns as wide as their widest cell; numbers right-aligned.
+  std::vector<std::vector<std::string>> rows = {
+      {"MODEL", "VERSION", "STATE", "DIM", "BACKEND", "DEVICE", "TOKENIZER", "IMAGE", "REASON"}};
   for (const auto& m : resp->models()) {
-    std::string state = v1::ModelStatus::State_Name(m.state());
-    std::printf("%-20s %7lld %-11s %5d %-12s %-10s %-9s %5d  %s\n",
-                (m.name() + (m.name() == resp->default_model() ? "*" : "")).c_str(),
-                static_cast<long long>(m.version()), state.c_str(), m.dim(), m.backend().c_str(),
-                m.device().c_str(), m.tokenizer().c_str(), m.image_size(), m.reason().c_str());
+    rows.push_back({m.name() + (m.name() == resp->default_model() ? "*" : ""),
+                    std::to_string(m.version()), v1::ModelStatus::State_Name(m.state()),
+                    std::to_string(m.dim()), m.backend(), m.device(), m.tokenizer(),
+                    std::to_string(m.image_size()), m.reason()});
+  }
+  const std::vector<bool> right = {false, true, false, true, false, false, false, true, false};
+  std::vector<size_t> width(right.size(), 0);
+  for (const auto& r : rows) {
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t c = 0; c < r.size(); ++c) {
+      const std::string pad(width[c] - r[c].size(), ' ');
+      const bool last = c + 1 == r.size();
+      line += right[c] ? pad + r[c] : (last ? r[c] : r[c] + pad);
+      if (!last) line += "  ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
   }
   if (!resp->default_model().empty())
     std::printf("(* default model: %s)\n", resp->default_model().c_str());

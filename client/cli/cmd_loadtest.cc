@@ -35,6 +35,8 @@ ABSL_FLAG(int32_t, pool_size, 256, "Distinct generated images / captions to draw
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the generated pool and the request sequence");
 ABSL_FLAG(int32_t, server_pid, 0,
           "PID of an eqsim-server on this machine: report its RSS at start, end and max");
+ABSL_FLAG(absl::Duration, rss_sample_every, absl::Seconds(60),
+          "With --server-pid: also record the server's RSS this often (a time series)");
 
 ABSL_DECLARE_FLAG(std::string, texts_file);
 ABSL_DECLARE_FLAG(std::string, images_file);
@@ -87,6 +89,7 @@ int RunLoadtestCmd(const ParsedArgs& args) {
   lo.texts_per_request = absl::GetFlag(FLAGS_texts_per_request);
   lo.seed = absl::GetFlag(FLAGS_seed);
   lo.server_pid = absl::GetFlag(FLAGS_server_pid);
+  lo.rss_sample_every = absl::GetFlag(FLAGS_rss_sample_every);
   lo.model = ModelFromFlags();
   const int size = absl::GetFlag(FLAGS_image_size);
   const int pool = absl::GetFlag(FLAGS_pool_size);
@@ -171,7 +174,7 @@ std::vector<Command> LoadtestCommands() {
            "--server-pid $(pidof eqsim-server) --json",
            {"concurrency", "rate", "duration", "warmup", "mix", "image_size",
             "images_per_request", "texts_per_request", "pool_size", "seed", "server_pid",
-            "image", "text", "texts_file", "model", "model_version"},
+            "rss_sample_every", "image", "text", "texts_file", "model", "model_version"},
            RunLoadtestCmd}};
 }
 

@@ -180,13 +180,17 @@ absl::StatusOr<LoadtestReport> RunLoadtest(Client& client, const LoadtestOptions
   report.rate = o.rate;
   report.mix = o.mix;
   if (o.server_pid > 0) {
-    report.rss_start_kib = report.rss_max_kib = ReadRssKib(o.server_pid);
-    if (report.rss_start_kib < 0) {
+    report.rss_before_kib = report.rss_max_kib = ReadRssKib(o.server_pid);
+    if (o.warmup <= absl::ZeroDuration()) report.rss_start_kib = report.rss_before_kib;
+    if (report.rss_before_kib < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("--server-pid ", o.server_pid, ": cannot read /proc/", o.server_pid,
                        "/status"));
     }
   }
+  const absl::Time load_start = absl::Now();
+  absl::Time next_rss_sample = load_start + o.rss_sample_every;
+  if (o.server_pid > 0) report.rss_samples.emplace_back(0.0, report.rss_before_kib);
   std::vector<std::thread> threads;
   threads.reserve(static_cast<size_t>(o.concurrency));
   for (int w = 0; w < o.concurrency; ++w) threads.emplace_back(worker, w);
@@ -196,6 +200,12 @@ absl::StatusOr<LoadtestReport> RunLoadtest(Client& client, const LoadtestOptions
     if (o.server_pid > 0) {
       const int64_t rss = ReadRssKib(o.server_pid);
       report.rss_max_kib = std::max(report.rss_max_kib, rss);
+      const absl::Time now = absl::Now();
+      if (report.rss_start_kib < 0 && now >= measure_from) report.rss_start_kib = rss;
+      if (o.rss_sample_every > absl::ZeroDuration() && now >= next_rss_sample) {
+        report.rss_samples.emplace_back(absl::ToDoubleSeconds(now - load_start), rss);
+        next_rss_sample += o.rss_sample_every;
+      }
     }
     if (o.progress) {
       double p50 = 0;
@@ -216,6 +226,9 @@ absl::StatusOr<LoadtestReport> RunLoadtest(Client& client, const LoadtestOptions
   if (o.server_pid > 0) {
     report.rss_end_kib = ReadRssKib(o.server_pid);
     report.rss_max_kib = std::max(report.rss_max_kib, report.rss_end_kib);
+    if (report.rss_start_kib < 0) report.rss_start_kib = report.rss_end_kib;
+    report.rss_samples.emplace_back(absl::ToDoubleSeconds(absl::Now() - load_start),
+                                    report.rss_end_kib);
   }
   // The measured period ends when the last request finished (closed loop: requests still in
   // flight at `end` complete and count).
@@ -302,9 +315,20 @@ std::string ReportToText(const LoadtestReport& r) {
                           r.late_starts);
   }
   if (r.rss_start_kib >= 0) {
-    absl::StrAppendFormat(&out, "server RSS: start %.1f MiB, end %.1f MiB, max %.1f MiB (%+.1f MiB)\n",
-                          r.rss_start_kib / 1024.0, r.rss_end_kib / 1024.0,
-                          r.rss_max_kib / 1024.0, (r.rss_end_kib - r.rss_start_kib) / 1024.0);
+    absl::StrAppendFormat(
+        &out,
+        "server RSS: before load %.1f MiB, after warm-up %.1f MiB, end %.1f MiB, max %.1f MiB "
+        "(measured period %+.1f MiB, %+.1f%%)\n",
+        r.rss_before_kib / 1024.0, r.rss_start_kib / 1024.0, r.rss_end_kib / 1024.0,
+        r.rss_max_kib / 1024.0, (r.rss_end_kib - r.rss_start_kib) / 1024.0,
+        r.rss_start_kib > 0 ? 100.0 * (r.rss_end_kib - r.rss_start_kib) / r.rss_start_kib : 0.0);
+    if (r.rss_samples.size() > 2) {
+      out += "server RSS over time (s: MiB):";
+      for (const auto& [t, kib] : r.rss_samples) {
+        absl::StrAppendFormat(&out, " %.0f: %.1f", t, kib / 1024.0);
+      }
+      out += "\n";
+    }
   }
   return out;
 }
@@ -329,7 +353,11 @@ std::string ReportToJson(const LoadtestReport& r) {
   j["first_error_by_code"] = r.first_error_by_code;
   j["late_starts"] = r.late_starts;
   if (r.rss_start_kib >= 0) {
-    j["server_rss_kib"] = {{"start", r.rss_start_kib}, {"end", r.rss_end_kib}, {"max", r.rss_max_kib}};
+    nlohmann::json samples = nlohmann::json::array();
+    for (const auto& [t, kib] : r.rss_samples) samples.push_back({t, kib});
+    j["server_rss_kib"] = {{"before", r.rss_before_kib}, {"start", r.rss_start_kib},
+                           {"end", r.rss_end_kib},       {"max", r.rss_max_kib},
+                           {"samples", samples}};
   }
   return j.dump();
 }

@@ -37,6 +37,7 @@ struct LoadtestOptions {
   ModelSelector model;
   uint64_t seed = 1;
   int server_pid = 0;  // > 0: sample this process's RSS (same machine) during the run
+  absl::Duration rss_sample_every = absl::Seconds(60);  // time series in the report
   // Called about every `progress_every` with the measured part so far.
   std::function<void(absl::Duration elapsed, int64_t requests, int64_t errors, double p50_ms)>
       progress;
@@ -63,8 +64,11 @@ struct LoadtestReport {
   std::map<std::string, int64_t> errors_by_code;         // "UNAVAILABLE" -> n
   std::map<std::string, std::string> first_error_by_code;  // an example message
   int64_t late_starts = 0;  // open loop: requests started > 10 ms after their slot
-  // Server RSS (KiB) when --server-pid was given; -1 otherwise.
-  int64_t rss_start_kib = -1, rss_end_kib = -1, rss_max_kib = -1;
+  // Server RSS (KiB) when --server-pid was given; -1 otherwise. `before`: before any request;
+  // `start`: when the measured period starts (after the warm-up); `end`: after the last request.
+  int64_t rss_before_kib = -1, rss_start_kib = -1, rss_end_kib = -1, rss_max_kib = -1;
+  // (seconds since the load started, KiB) every rss_sample_every, start and end included.
+  std::vector<std::pair<double, int64_t>> rss_samples;
 };
 
 // `client` should be configured without retries so errors are counted, not hidden.

@@ -852,7 +852,8 @@ TEST_F(ClientServerTest, LoadtestReportsThroughputAndPercentiles) {
   CommandResult r = Cli({"loadtest", "--target", world->a->target(), "--duration", "2s",
                          "--warmup", "200ms", "--concurrency", "4", "--image-size", "32",
                          "--pool-size", "16", "--texts-per-request", "2", "--json",
-                         "--server-pid", std::to_string(world->a->pid())});
+                         "--server-pid", std::to_string(world->a->pid()),
+                         "--rss-sample-every", "500ms"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   nlohmann::json j = Json(r);
   EXPECT_GT(j["all"]["ok"].get<int64_t>(), 0);
@@ -866,13 +867,22 @@ TEST_F(ClientServerTest, LoadtestReportsThroughputAndPercentiles) {
     EXPECT_LE(k["p99_ms"].get<double>(), k["max_ms"].get<double>());
   }
   EXPECT_EQ(j["by_kind"]["text"]["items"].get<int64_t>(), 2 * j["by_kind"]["text"]["ok"].get<int64_t>());
-  EXPECT_GT(j["server_rss_kib"]["start"].get<int64_t>(), 0);
+  // RSS before any request, at the end of the warm-up, at the end, and a series in between.
+  const auto& rss = j["server_rss_kib"];
+  for (const char* k : {"before", "start", "end", "max"}) EXPECT_GT(rss[k].get<int64_t>(), 0) << k;
+  EXPECT_GE(rss["max"].get<int64_t>(), rss["end"].get<int64_t>());
+  ASSERT_GE(rss["samples"].size(), 4u) << rss.dump();  // 0 s, ~0.5, ~1.0, ~1.5 s, end
+  EXPECT_EQ(rss["samples"].front()[0].get<double>(), 0.0);
+  EXPECT_EQ(rss["samples"].front()[1].get<int64_t>(), rss["before"].get<int64_t>());
+  EXPECT_EQ(rss["samples"].back()[1].get<int64_t>(), rss["end"].get<int64_t>());
+  EXPECT_GT(rss["samples"].back()[0].get<double>(), 2.0);  // warm-up + duration
   // Open loop at a fixed rate, human-readable output.
   r = Cli({"loadtest", "--target", world->a->target(), "--duration", "1s", "--warmup", "0s",
            "--rate", "20", "--concurrency", "4", "--mix", "text=1", "--pool-size", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("open loop at 20.0 req/s"));
   EXPECT_THAT(r.out, HasSubstr("p99 ms"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("server RSS")));  // no --server-pid
 }
 
 // kill -STOP: the server stops answering without closing anything; keep-alive pings notice,
