@@ -18,6 +18,7 @@
 #include "model/text/tokenizer.h"
 #include "model/text/unicode.h"
 #include "nlohmann/json.hpp"
+#include "tests/model/test_util.h"
 
 namespace eqsim {
 namespace {
@@ -27,22 +28,7 @@ using ::testing::HasSubstr;
 
 const std::string kClipDir = std::string(EQSIM_SHARED_DIR) + "/data/clip";
 
-// A directory of this process alone (test binaries of several build trees may run at once),
-// removed at exit.
-std::string ProcessTempDir() {
-  static const std::string dir = [] {
-    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  static const struct Cleanup {  // removed at exit
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup;
-  return dir;
-}
+using ::eqsim::testing::ProcessTempDir;
 
 
 struct Golden {

@@ -18,26 +18,12 @@
 #include "model/image/preprocess.h"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
+#include "tests/model/test_util.h"
 
 namespace eqsim {
 namespace {
 
-// A directory of this process alone (test binaries of several build trees may run at once),
-// removed at exit.
-std::string ProcessTempDir() {
-  static const std::string dir = [] {
-    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  static const struct Cleanup {  // removed at exit
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup;
-  return dir;
-}
+using ::eqsim::testing::ProcessTempDir;
 
 constexpr float kClipMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 constexpr float kClipStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -156,7 +142,7 @@ TEST(ClipRecipe, CentreCropUsesTorchvisionOffsets) {
   // Python's round-half-even: 76 -> 38, 1 -> 0 (0.5 rounds to 0), 3 -> 2 (1.5 rounds to 2).
   for (auto [w, h, dx, dy] : std::vector<std::array<int, 4>>{{300, 224, 38, 0}, {225, 224, 0, 0},
                                                               {227, 224, 2, 0}, {224, 301, 0, 38}}) {
-    SCOPED_TRACE(testing::Message() << w << "x" << h);
+    SCOPED_TRACE(::testing::Message() << w << "x" << h);
     const cv::Mat rgb = RandomRgb(w, h, w * 1000 + h);
     const ImageTensor t = p.FromRgb(rgb);
     for (int y : {0, 111, 223})
@@ -172,7 +158,7 @@ TEST(ClipRecipe, BicubicMatchesIndependentPilReference) {
   struct Case { int w, h, rw, rh; };
   for (const Case& c : {Case{448, 448, 224, 224}, Case{640, 480, 298, 224}, Case{112, 100, 250, 224},
                         Case{333, 517, 224, 347}}) {
-    SCOPED_TRACE(testing::Message() << c.w << "x" << c.h);
+    SCOPED_TRACE(::testing::Message() << c.w << "x" << c.h);
     const cv::Mat rgb = SmoothRgb(c.w, c.h);
     const cv::Mat ref = ReferenceResize(rgb, c.rw, c.rh);
     const cv::Mat ours = PilBicubicResize(rgb, c.rw, c.rh);
@@ -226,7 +212,7 @@ TEST(ClipRecipe, BicubicAgreesWithTorchAntialiasedInterpolate) {
   ASSERT_EQ(std::system(("/usr/bin/python3 " + dir + "/torch_ref.py").c_str()), 0);
   for (size_t i = 0; i < sizes.size(); ++i) {
     const auto [ow, oh] = sizes[i];
-    SCOPED_TRACE(testing::Message() << ow << "x" << oh);
+    SCOPED_TRACE(::testing::Message() << ow << "x" << oh);
     auto ref = ReadNpyFile(absl::StrCat(dir, "/torch_out", i, ".npy"));
     ASSERT_TRUE(ref.ok()) << ref.status();
     auto values = NpyAsFloat32(*ref);

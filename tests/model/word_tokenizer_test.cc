@@ -13,6 +13,7 @@
 #include "model/data/fashion_mnist.h"
 #include "model/data/scene.h"
 #include "model/text/word_tokenizer.h"
+#include "tests/model/test_util.h"
 
 namespace eqsim {
 namespace {
@@ -20,22 +21,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-// A directory of this process alone (test binaries of several build trees may run at once),
-// removed at exit.
-std::string ProcessTempDir() {
-  static const std::string dir = [] {
-    std::string d = ::testing::TempDir() + "/eqsim_model_test_" + std::to_string(::getpid());
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  static const struct Cleanup {  // removed at exit
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup;
-  return dir;
-}
+using ::eqsim::testing::ProcessTempDir;
 
 std::string TempPath(const std::string& name) { return ProcessTempDir() + "/" + name; }
 
