@@ -68,7 +68,7 @@ sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "install-deps: installing ${#missing[@]} package(s): ${missing[*]}"
+  echo "install-deps: ${#pkgs[@]} apt packages needed, $(( ${#pkgs[@]} - ${#missing[@]} )) present; installing ${#missing[@]}: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

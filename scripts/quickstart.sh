@@ -49,7 +49,7 @@ train() {  # name, extra flags...
     step "model $name: already trained ($(ls -d "$work/models/$name"/[0-9]* | tail -1))"
     return
   fi
-  step "train model $name (eqsim-train $*)"
+  step "train model $name (eqsim-train --data fashion-mnist --seed 1${*:+ $*})"
   local steps=()
   [ -n "${EQSIM_TRAIN_STEPS:-}" ] && steps=(--steps "$EQSIM_TRAIN_STEPS")
   "$bin/eqsim-train" --data fashion-mnist --repository "$work/models" --model-name "$name" \
