@@ -147,12 +147,14 @@ void Batcher::PurgeLocked(absl::Time now, std::vector<Dropped>* dropped,
       for (auto it = list->begin(); it != list->end(); ++it) {
         BatchTask& t = **it;
         absl::Status why;
-        if (t.cancel && t.cancel->IsCancelled()) {
-          why = absl::CancelledError("request cancelled while waiting in queue '" + key + "'");
-        } else if (now >= t.deadline) {
+        // Deadline first: gRPC also cancels a call whose deadline passed, and that call must
+        // still end as DEADLINE_EXCEEDED, whichever of the two the batcher notices first.
+        if (now >= t.deadline) {
           why = absl::DeadlineExceededError(absl::StrFormat(
               "deadline passed after %s waiting in queue '%s'; not computed",
               absl::FormatDuration(now - t.enqueue_time), key));
+        } else if (t.cancel && t.cancel->IsCancelled()) {
+          why = absl::CancelledError("request cancelled while waiting in queue '" + key + "'");
         }
         if (why.ok()) {
           if (keep != it) *keep = std::move(*it);

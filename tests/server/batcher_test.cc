@@ -205,6 +205,30 @@ TEST_F(BatcherTest, DeadlinePassedInQueueIsDroppedBeforeCompute) {
   EXPECT_THAT(log_.batches, ElementsAre(ElementsAre("b")));
 }
 
+// gRPC cancels a call when its deadline passes; whichever the batcher sees first, a task
+// past its deadline ends as DEADLINE_EXCEEDED, one cancelled before it as CANCELLED.
+TEST_F(BatcherTest, CancelledAfterItsDeadlineCountsAsDeadlineExceeded) {
+  AddQueue("q", 4, 1000000, 16);
+  auto late = T("late", 1, &log_);
+  auto early = T("early", 1, &log_);
+  late->deadline = early->deadline = clock_->Now() + absl::Milliseconds(300);
+  late->cancel = std::make_shared<CancelToken>();
+  early->cancel = std::make_shared<CancelToken>();
+  auto late_token = late->cancel, early_token = early->cancel;
+  ASSERT_TRUE(batcher_->Enqueue("q", One(std::move(late))).ok());
+  ASSERT_TRUE(batcher_->Enqueue("q", One(std::move(early))).ok());
+  clock_->Advance(absl::Milliseconds(100));
+  early_token->Cancel();
+  EXPECT_EQ(batcher_->RunReadyBatches(), 0);
+  clock_->Advance(absl::Milliseconds(200));
+  late_token->Cancel();
+  EXPECT_EQ(batcher_->RunReadyBatches(), 0);
+  EXPECT_THAT(log_.drops,
+              ElementsAre(std::make_pair(std::string("early"), absl::StatusCode::kCancelled),
+                          std::make_pair(std::string("late"), absl::StatusCode::kDeadlineExceeded)));
+  EXPECT_TRUE(log_.batches.empty());
+}
+
 TEST_F(BatcherTest, CancelledTaskLeavesQueueAndFreesSpace) {
   AddQueue("q", 4, 1000, 4);
   auto token = std::make_shared<CancelToken>();
