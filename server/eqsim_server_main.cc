@@ -34,6 +34,10 @@ ABSL_FLAG(double, drain_timeout_s, 30,
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads per encoder call (0 = LibTorch default).");
 ABSL_FLAG(int, preprocess_threads, 2, "Threads decoding images and tokenising texts.");
 ABSL_FLAG(int, batch_threads, 2, "Batcher workers: encoder batches run in parallel.");
+ABSL_FLAG(bool, warmup_full_batches, true,
+          "Before a model version serves, run --batch-threads full batches of images and of "
+          "texts through the batcher (synthetic inputs): memory is allocated before traffic "
+          "arrives and the first requests are not slower.");
 ABSL_FLAG(int64_t, max_message_bytes, 64 << 20, "Largest gRPC message, each way.");
 ABSL_FLAG(int, max_items_per_request, 1024, "Most items in one Embed / Score request.");
 ABSL_FLAG(int64_t, max_image_bytes, 32 << 20, "Largest encoded image.");
@@ -84,6 +88,7 @@ int main(int argc, char** argv) {
   o.poll_interval_s = absl::GetFlag(FLAGS_poll_interval_s);
   o.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
   o.health_self_test_interval_s = absl::GetFlag(FLAGS_health_self_test_interval_s);
+  o.warmup_full_batches = absl::GetFlag(FLAGS_warmup_full_batches);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
   o.batch_threads = absl::GetFlag(FLAGS_batch_threads);

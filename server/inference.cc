@@ -1,13 +1,17 @@
 #include "server/inference.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "model/core/status_macros.h"
+#include "model/image/preprocess.h"
+#include "opencv2/core.hpp"
 
 namespace eqsim {
 
@@ -214,9 +218,12 @@ void Inference::ProcessBatch(const std::shared_ptr<const ServingVersion>& versio
   const char* modality = images ? "image" : "text";
   int total = 0;
   for (auto& t : batch) total += t->size;
-  if (metrics_) {
+  // Warm-up batches (only ever made before a version serves) stay out of metrics and health.
+  const bool warmup = !batch.empty() && static_cast<ChunkTask&>(*batch[0]).call->options.warmup;
+  Metrics* const metrics = warmup ? nullptr : metrics_;
+  if (metrics) {
     for (auto& t : batch) {
-      metrics_->QueueTime(m.name, modality, absl::ToDoubleSeconds(start - t->enqueue_time));
+      metrics->QueueTime(m.name, modality, absl::ToDoubleSeconds(start - t->enqueue_time));
     }
   }
   absl::StatusOr<Matrix> result;
@@ -248,14 +255,14 @@ void Inference::ProcessBatch(const std::shared_ptr<const ServingVersion>& versio
                                                  result->rows, result->cols, total));
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (metrics_) metrics_->Batch(m.name, modality, total, seconds);
+  if (metrics) metrics->Batch(m.name, modality, total, seconds);
   if (!result.ok()) {
-    if (metrics_) metrics_->InferenceFailure(m.name);
+    if (metrics) metrics->InferenceFailure(m.name);
     std::fprintf(stderr, "[eqsim-server] inference failed: model %s version %lld, %s batch of %d: %s\n",
                  m.name.c_str(), static_cast<long long>(m.version), modality, total,
                  std::string(result.status().message()).c_str());
   }
-  if (on_result_) on_result_(result.ok());
+  if (on_result_ && !warmup) on_result_(result.ok());
   int64_t row = 0;
   for (auto& t : batch) {
     auto& ct = static_cast<ChunkTask&>(*t);
@@ -271,6 +278,42 @@ void Inference::ProcessBatch(const std::shared_ptr<const ServingVersion>& versio
     }
     ct.call->ChunkDone();
   }
+}
+
+absl::Status Inference::WarmUp(const std::shared_ptr<const ServingVersion>& version,
+                               int parallel) {
+  const BatchQueueOptions& b = version->batching;
+  const int n = b.max_batch_size;
+  // Batches that can never be full (a queue or request limit below the batch size) would
+  // wait max_queue_delay; such a queue's batches stay small anyway: no warm-up.
+  if (n < 1 || n > b.max_queue_size || n > limits_.max_items_per_request) return absl::OkStatus();
+  parallel = std::max(1, std::min(parallel, b.max_queue_size / n));
+  const int size = version->model->preprocessor->size();
+  const std::string png = EncodePng(cv::Mat(size, size, CV_8UC3, cv::Scalar(0, 0, 0)));
+  const std::string text = "a photo of a bag";
+  for (const bool images : {true, false}) {
+    std::vector<ItemRef> items(n, ItemRef{images, images ? std::string_view(png) : text});
+    CallOptions o;
+    o.warmup = true;
+    absl::BlockingCounter pending(parallel);
+    absl::Mutex mu;
+    absl::Status first;
+    for (int i = 0; i < parallel; ++i) {
+      Embed(version, items, o, [&](absl::StatusOr<Matrix> r) {
+        if (!r.ok()) {
+          absl::MutexLock lock(&mu);
+          if (first.ok()) first = r.status();
+        }
+        pending.DecrementCount();
+      });
+    }
+    pending.Wait();
+    if (!first.ok()) {
+      return Annotate(first, absl::StrCat("warm-up with ", parallel, " batch(es) of ", n, " ",
+                                          images ? "images" : "texts"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Matrix> Inference::EmbedSync(std::shared_ptr<const ServingVersion> version,

@@ -51,6 +51,7 @@ struct CallOptions {
   Priority priority = Priority::kHigh;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<CancelToken> cancel;  // optional
+  bool warmup = false;  // synthetic warm-up work: not counted in metrics, not told to health
 };
 
 // Raw (not normalised) embeddings, one row per item in order, or the error.
@@ -70,6 +71,15 @@ class Inference {
   // errors found before any work was scheduled).
   void Embed(std::shared_ptr<const ServingVersion> version, std::vector<ItemRef> items,
              CallOptions options, EmbedDone done);
+
+  // Runs `parallel` full batches (max_batch_size items) of each modality through the version's
+  // queues at once, with synthetic inputs (a blank PNG of the model's input size, a short
+  // text), so that the batch workers allocate their working memory before real traffic: RSS
+  // then holds steady under load, and the first requests do not pay for it. Call after
+  // AddQueues and before the version serves. Blocks; errors name the modality. Nothing is done
+  // when max_queue_size or max_items_per_request is below max_batch_size (batches never fill),
+  // and at most max_queue_size / max_batch_size batches are queued at once.
+  absl::Status WarmUp(const std::shared_ptr<const ServingVersion>& version, int parallel);
 
   // Blocking convenience (evaluation jobs). Rows are L2-normalised when `normalize`.
   absl::StatusOr<Matrix> EmbedSync(std::shared_ptr<const ServingVersion> version,

@@ -157,6 +157,10 @@ absl::Status ModelManager::SyncModel(const std::string& name) {
         sv->image_queue = absl::StrCat(name, "/", v, "/image");
         sv->text_queue = absl::StrCat(name, "/", v, "/text");
         if (inference_) status = inference_->AddQueues(sv);
+        if (status.ok() && inference_ && options_.warmup_parallel_batches > 0) {
+          status = inference_->WarmUp(sv, options_.warmup_parallel_batches);
+          if (!status.ok()) inference_->RemoveQueues(*sv);
+        }
       }
       if (metrics_) metrics_->ModelLoad(name, status.ok());
       absl::MutexLock lock(&mu_);

@@ -32,6 +32,9 @@ struct ModelManagerOptions {
   std::string default_model;         // "" = the only model, if there is exactly one
   LoadOptions load;                  // threads, image limits, warm-up
   BatchQueueOptions default_batching;  // a model's config.batching overrides field by field
+  // Before a new version serves: this many full batches of each modality at once through its
+  // queues (Inference::WarmUp; usually the number of batch workers). 0 = none.
+  int warmup_parallel_batches = 0;
 };
 
 struct ModelStatusInfo {

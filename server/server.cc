@@ -113,6 +113,7 @@ int RunServer(const ServerOptions& o) {
   mo.load.image_limits.max_encoded_bytes = o.max_image_bytes;
   mo.load.image_limits.max_pixels = o.max_pixels;
   mo.default_batching = o.batching;
+  mo.warmup_parallel_batches = o.warmup_full_batches ? std::max(1, o.batch_threads) : 0;
   ModelManager models(mo, &inference, &metrics);
   JobManagerOptions jo;
   jo.state_dir = o.state_dir;

@@ -26,6 +26,9 @@ struct ServerOptions {
   int threads = 0;                // LibTorch intra-op threads (0 = LibTorch's default)
   int preprocess_threads = 2;
   int batch_threads = 2;          // batcher workers (encoder calls in parallel)
+  // Before a model version serves, run batch_threads full batches of each modality through
+  // the batcher (synthetic inputs), so memory is allocated before traffic arrives.
+  bool warmup_full_batches = true;
   int64_t max_message_bytes = 64 << 20;
   int max_items_per_request = 1024;
   int64_t max_image_bytes = 32 << 20;
