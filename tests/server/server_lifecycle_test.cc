@@ -280,18 +280,23 @@ os.makedirs(os.path.join(sys.argv[1], "1"), exist_ok=True)
 torch.jit.script(Poisoned()).save(os.path.join(sys.argv[1], "1", "model.pt"))
 )py";
 
-TEST_F(LifecycleTest, FailedInferenceIsNotServingUntilTheSelfTestPasses) {
-  TempDir d;
-  const std::string repo = d / "repo";
+// Writes <repo>/poisoned (the model above) with `extra` appended to its config.
+void WritePoisonedModel(const TempDir& d, const std::string& repo, const std::string& extra) {
   WriteFile(repo + "/poisoned/config.pbtxt",
             "name: \"poisoned\"\nbackend: TORCHSCRIPT\nembed_dim: 8\ndevice: CPU\n"
             "image { recipe: NATIVE size: 16 }\n"
-            "tokenizer { kind: WORD vocab_file: \"vocab.txt\" }\n");
+            "tokenizer { kind: WORD vocab_file: \"vocab.txt\" }\n" + extra);
   WriteFile(repo + "/poisoned/vocab.txt", "a\nred\nbag\n");
   WriteFile(d / "make.py", kPoisonedModel);
   std::string out;
   ASSERT_EQ(RunCommand("/usr/bin/python3 " + d / "make.py" + " " + repo + "/poisoned", &out), 0)
       << out;
+}
+
+TEST_F(LifecycleTest, FailedInferenceIsNotServingUntilTheSelfTestPasses) {
+  TempDir d;
+  const std::string repo = d / "repo";
+  WritePoisonedModel(d, repo, "");
   ServerProcess server({"--model-repository=" + repo, "--max-queue-delay-us=0",
                         "--health-self-test-interval-s=2"});
   ASSERT_EQ(server.WaitHealth("SERVING"), "SERVING") << server.log();
@@ -314,6 +319,34 @@ TEST_F(LifecycleTest, FailedInferenceIsNotServingUntilTheSelfTestPasses) {
   EXPECT_THAT(server.log(), HasSubstr("NOT_SERVING (last inference failed)"));
   EXPECT_GE(MetricValue(server.Scrape(), "eqsim_inference_failures_total", {{"model", "poisoned"}}), 1);
   EXPECT_TRUE(embed(2).ok());
+  EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+}
+
+// The full-batch warm-up runs real batches through the batcher before a version serves: a
+// model that fails on its max batch size (3 here) never serves, and says why; without the
+// warm-up it loads (and fails on the first full batch instead).
+TEST_F(LifecycleTest, FullBatchWarmUpRunsBeforeAVersionServes) {
+  TempDir d;
+  const std::string repo = d / "repo";
+  WritePoisonedModel(d, repo, "batching { max_batch_size: 3 }\n");
+  {
+    ServerProcess server({"--model-repository=" + repo});
+    EXPECT_EQ(server.WaitHealth("NOT_SERVING"), "NOT_SERVING");
+    v1::ModelStatus status;
+    for (int i = 0; i < 1200 && status.state() != v1::ModelStatus::UNAVAILABLE; ++i) {
+      grpc::ClientContext ctx;
+      v1::ListModelsResponse r;
+      if (server.Stub()->ListModels(&ctx, {}, &r).ok() && r.models_size() > 0) status = r.models(0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(status.state(), v1::ModelStatus::UNAVAILABLE) << server.log();
+    EXPECT_THAT(status.reason(), HasSubstr("warm-up with 2 batch(es) of 3 texts"));
+    EXPECT_THAT(status.reason(), HasSubstr("refuses batches of 3 texts"));
+    EXPECT_EQ(server.Health(), "NOT_SERVING");
+    EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
+  }
+  ServerProcess server({"--model-repository=" + repo, "--warmup-full-batches=false"});
+  EXPECT_EQ(server.WaitHealth("SERVING"), "SERVING") << server.log();
   EXPECT_EQ(server.Stop(SIGTERM), 0) << server.log();
 }
 
