@@ -1,7 +1,11 @@
 #include "model/core/command_line.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <iostream>
 
+#include "absl/flags/internal/parse.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -34,7 +38,18 @@ std::vector<std::string> ParseProgramFlags(int argc, char** argv, absl::string_v
   std::vector<char*> ptrs;
   for (auto& a : args) ptrs.push_back(a.data());
   ptrs.push_back(nullptr);
-  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(args.size()), ptrs.data());
+  // absl::ParseCommandLine exits with status 1 after printing --help; a help request is not a
+  // failure, so usage flags are handled here and exit 0 (unknown flags still exit 1 with the
+  // error). Uses absl's flags_internal API of Debian's Abseil 20220623, the version we pin.
+  std::vector<char*> rest = absl::flags_internal::ParseCommandLineImpl(
+      static_cast<int>(args.size()), ptrs.data(),
+      absl::flags_internal::ArgvListAction::kRemoveParsedArgs,
+      absl::flags_internal::UsageFlagsAction::kIgnoreUsage,
+      absl::flags_internal::OnUndefinedFlag::kAbortIfUndefined);
+  if (absl::flags_internal::HandleUsageFlags(std::cout, absl::ProgramUsageMessage()) != -1) {
+    std::cout.flush();
+    std::exit(0);
+  }
   return std::vector<std::string>(rest.begin(), rest.end());
 }
 

@@ -19,8 +19,8 @@ std::vector<std::string> NormalizeFlagNames(std::vector<std::string> args);
 
 // Sets the program's usage message, makes --help list only the flags defined in files whose
 // path contains `main_file` (e.g. "eqsim_server_main"), normalises flag names and parses them
-// with absl::ParseCommandLine (which exits on --help or an unknown flag). Returns the
-// positional arguments, argv[0] first.
+// with Abseil. --help (and --helpfull, --version, ...) prints and exits 0; an unknown or
+// malformed flag prints the error and exits 1. Returns the positional arguments, argv[0] first.
 std::vector<std::string> ParseProgramFlags(int argc, char** argv, absl::string_view usage,
                                            absl::string_view main_file);
 

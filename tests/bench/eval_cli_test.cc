@@ -151,7 +151,10 @@ TEST_F(EvalCliTest, ExitCodesAndErrors) {
                      &out),
             1);
   EXPECT_THAT(out, HasSubstr("absent"));
-  EXPECT_EQ(RunShell(Bin() + " --help >/dev/null 2>&1"), 1);  // absl's --help exits 1
+  EXPECT_EQ(RunShell(Bin() + " --help 2>&1", &out), 0);  // help is not a failure
+  EXPECT_THAT(out, HasSubstr("Flags from model/bench/eqsim_eval_main.cc"));
+  EXPECT_THAT(out, HasSubstr("--per_subset"));
+  EXPECT_EQ(RunShell(Bin() + " --no-such-flag >/dev/null 2>&1"), 1);
   EXPECT_EQ(RunShell(Bin() + " generate 2>&1", &out), 2);
   EXPECT_THAT(out, HasSubstr("--out"));
 }
