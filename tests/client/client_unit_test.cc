@@ -281,5 +281,26 @@ TEST(ClientCreate, ValidatesOptions) {
   EXPECT_TRUE(Client::Create(o).ok());
 }
 
+// A watch whose server never answers gives up after watch_max_reconnects reconnections,
+// telling the caller about each one, and returns the last error.
+TEST(ClientWatch, GivesUpAfterMaxReconnects) {
+  FakeSleeper sleeper;
+  ClientOptions o;
+  o.targets = {"127.0.0.1:1"};  // nothing listens on port 1
+  o.sleeper = &sleeper;
+  o.watch_max_reconnects = 3;
+  auto client = Client::Create(o);
+  ASSERT_TRUE(client.ok()) << client.status();
+  int reconnects = 0;
+  auto r = (*client)->WatchEvaluation("ev-x", nullptr, [&](const absl::Status& cause, int n) {
+    EXPECT_EQ(cause.code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(n, ++reconnects);
+  });
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("gave up after 3 reconnections"));
+  EXPECT_EQ(reconnects, 3);
+  EXPECT_EQ(sleeper.delays.size(), 3u);
+}
+
 }  // namespace
 }  // namespace eqsim
