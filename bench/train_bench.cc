@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   o.threads = threads;
   o.progress = false;
   o.heldout_scenes = 0;
-  if (absl::GetFlag(FLAGS_eqsim)) o.eqsim = eqsim::EqSimSettings::Released();
+  if (absl::GetFlag(FLAGS_eqsim)) o.eqsim = eqsim::EqSimOptions::Released();
   nlohmann::json out;
 
   // Training: warm-up run, then the timed one (both through the real trainer).

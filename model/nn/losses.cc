@@ -16,21 +16,6 @@ torch::Tensor NegRelu(const torch::Tensor& x) { return torch::relu(-x).mean(); }
 
 }  // namespace
 
-EqSimOptions EqSimOptions::Released() {
-  EqSimOptions o;
-  o.text_side = true;
-  o.image_side = true;
-  o.group_side = false;
-  o.v1 = true;
-  o.weight = 0.5f;
-  o.margin = 0.1f;
-  o.margin_v1 = 0.0f;
-  o.prop = 1.0f;
-  o.sample_num = 4;
-  o.pre_softmax = true;
-  return o;
-}
-
 torch::Tensor ContrastiveLoss(const torch::Tensor& S) {
   TORCH_CHECK(S.dim() == 2 && S.size(0) == S.size(1), "ContrastiveLoss expects a square [B, B] "
               "score matrix, got ", S.sizes());

@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
   o.seed = absl::GetFlag(FLAGS_seed);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.blas_threads = absl::GetFlag(FLAGS_blas_threads);
-  if (absl::GetFlag(FLAGS_eqsim)) o.eqsim = eqsim::EqSimSettings::Released();
+  if (absl::GetFlag(FLAGS_eqsim)) o.eqsim = eqsim::EqSimOptions::Released();
   bool ok = true;
   ok &= Override(FLAGS_eqsim_text_side, "eqsim-text-side", &o.eqsim.text_side);
   ok &= Override(FLAGS_eqsim_image_side, "eqsim-image-side", &o.eqsim.image_side);

@@ -76,24 +76,7 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& content
   return absl::OkStatus();
 }
 
-EqSimOptions ToLossOptions(const EqSimSettings& s) {
-  EqSimOptions o;
-  o.text_side = s.text_side;
-  o.image_side = s.image_side;
-  o.group_side = s.group_side;
-  o.v1 = s.v1;
-  o.weight = s.weight;
-  o.margin = s.margin;
-  o.margin_v1 = s.margin_v1;
-  o.prop = s.prop;
-  o.sample_num = s.sample_num;
-  o.pre_softmax = s.pre_softmax;
-  o.norm = s.norm;
-  o.pos_reg = s.pos_reg;
-  return o;
-}
-
-json EqSimJson(const EqSimSettings& s) {
+json EqSimJson(const EqSimOptions& s) {
   return json{{"text_side", s.text_side}, {"image_side", s.image_side},
               {"group_side", s.group_side}, {"v1", s.v1},
               {"weight", s.weight}, {"margin", s.margin},
@@ -559,20 +542,6 @@ struct Window {
 
 }  // namespace
 
-EqSimSettings EqSimSettings::Released() {
-  EqSimSettings s;
-  s.text_side = true;
-  s.image_side = true;
-  s.v1 = true;
-  s.weight = 0.5f;
-  s.margin = 0.1f;
-  s.margin_v1 = 0.0f;
-  s.prop = 1.0f;
-  s.sample_num = 4;
-  s.pre_softmax = true;
-  return s;
-}
-
 absl::StatusOr<config::ModelConfig> ModelConfigFromOptions(const TrainOptions& options) {
   return MakeConfig(options);
 }
@@ -782,7 +751,7 @@ absl::StatusOr<TrainResult> Train(const TrainOptions& in_options) {
     return EvalResultToJson(*r, 20);
   };
 
-  const EqSimOptions loss_opts = ToLossOptions(o.eqsim);
+  const EqSimOptions& loss_opts = o.eqsim;
   const int64_t end_step = o.stop_after > 0 ? std::min(o.steps, o.stop_after) : o.steps;
   std::vector<torch::Tensor> params = model->parameters();
 

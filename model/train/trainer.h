@@ -13,28 +13,11 @@
 
 #include "absl/status/statusor.h"
 #include "eqsim/config/model_config.pb.h"
+#include "model/core/eqsim_options.h"
 #include "model/core/tensor.h"
 #include "model/train/data_source.h"
 
 namespace eqsim {
-
-// Mirrors eqsim::EqSimOptions (model/nn/losses.h) without the torch include.
-struct EqSimSettings {
-  bool text_side = false;
-  bool image_side = false;
-  bool group_side = false;
-  bool v1 = false;
-  float weight = 1.0f;
-  float margin = 0.0f;
-  float margin_v1 = 0.0f;
-  float prop = 1.0f;
-  int sample_num = -1;
-  bool pre_softmax = false;
-  bool norm = false;
-  bool pos_reg = false;
-  static EqSimSettings Released();  // spec 2c
-  bool any() const { return text_side || image_side || group_side || v1; }
-};
 
 struct TrainOptions {
   DataSourceOptions data;  // data.seed is set from `seed`
@@ -70,7 +53,7 @@ struct TrainOptions {
   // oversubscribe the cores (measured: ~25% more CPU per step on 2 cores).
   int blas_threads = 1;
   int queue_depth = 4;  // ready batches the producer may hold
-  EqSimSettings eqsim;
+  EqSimOptions eqsim;
 
   // Evaluation.
   std::string eval_benchmark;   // annotation file (model/bench readers)

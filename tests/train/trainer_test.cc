@@ -141,7 +141,7 @@ TEST_F(TrainerTest, LossDecreasesAndAVersionIsPublished) {
 TEST_F(TrainerTest, EqSimTermsAreTrainedAndReported) {
   TrainOptions o = Tiny();
   o.steps = 20;
-  o.eqsim = EqSimSettings::Released();
+  o.eqsim = EqSimOptions::Released();
   o.data.twin_prob = 0.5;
   auto r = Train(o);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -160,7 +160,7 @@ TEST_F(TrainerTest, ResumeReproducesAnUninterruptedRun) {
     o.batch_size = 16;
     o.heldout_scenes = 0;
     o.data.twin_prob = eqsim_on ? 0.5 : 0.0;
-    if (eqsim_on) o.eqsim = EqSimSettings::Released();
+    if (eqsim_on) o.eqsim = EqSimOptions::Released();
     auto full = Train(o);
     ASSERT_TRUE(full.ok()) << full.status();
 
