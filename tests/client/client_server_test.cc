@@ -111,6 +111,15 @@ std::vector<std::string> ServerArgs(const std::string& name) {
   return args;
 }
 
+// The long evaluation job of the watch tests (enough samples to still run when it is cut).
+v1::EvaluationSpec BigJobSpec() {
+  v1::EvaluationSpec spec;
+  spec.set_format(v1::WINOGROUND);
+  spec.set_annotation_path("bench/annotations/big.jsonl");
+  spec.set_image_root("bench");
+  return spec;
+}
+
 class ClientServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -682,10 +691,7 @@ TEST_F(ClientServerTest, EvalCompareShowsEveryJobsNumbers) {
 
 TEST_F(ClientServerTest, CancelledJobEndsWatchWithExitThree) {
   auto client = MakeClient({world->a->target()});
-  v1::EvaluationSpec spec;
-  spec.set_format(v1::WINOGROUND);
-  spec.set_annotation_path("bench/annotations/big.jsonl");
-  spec.set_image_root("bench");
+  const v1::EvaluationSpec spec = BigJobSpec();
   auto job = client->SubmitEvaluation(spec);
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string t = world->a->target();
@@ -716,10 +722,7 @@ TEST_F(ClientServerTest, WatchSurvivesDroppedStreams) {
   o.retry.initial_backoff = absl::Milliseconds(50);
   auto client = Client::Create(o);
   ASSERT_TRUE(client.ok());
-  v1::EvaluationSpec spec;
-  spec.set_format(v1::WINOGROUND);
-  spec.set_annotation_path("bench/annotations/big.jsonl");
-  spec.set_image_root("bench");
+  const v1::EvaluationSpec spec = BigJobSpec();
   auto job = (*client)->SubmitEvaluation(spec);
   ASSERT_TRUE(job.ok()) << job.status();
   world->a->Signal(SIGSTOP);
@@ -902,10 +905,7 @@ TEST_F(ClientServerTest, WatchSurvivesAPausedServer) {
   o.watch_max_reconnects = 200;
   auto client = Client::Create(o);
   ASSERT_TRUE(client.ok());
-  v1::EvaluationSpec spec;
-  spec.set_format(v1::WINOGROUND);
-  spec.set_annotation_path("bench/annotations/big.jsonl");
-  spec.set_image_root("bench");
+  const v1::EvaluationSpec spec = BigJobSpec();
   auto job = (*client)->SubmitEvaluation(spec);
   ASSERT_TRUE(job.ok()) << job.status();
   world->a->Signal(SIGSTOP);
@@ -933,10 +933,7 @@ TEST_F(ClientServerTest, WatchFollowsAJobAcrossAServerCrash) {
   auto client = MakeClient({world->a->target()});
   const int port = world->a->port();
   TcpProxy proxy(port);
-  v1::EvaluationSpec spec;
-  spec.set_format(v1::WINOGROUND);
-  spec.set_annotation_path("bench/annotations/big.jsonl");
-  spec.set_image_root("bench");
+  const v1::EvaluationSpec spec = BigJobSpec();
   auto job = client->SubmitEvaluation(spec);
   ASSERT_TRUE(job.ok()) << job.status();
   world->a->Signal(SIGSTOP);
